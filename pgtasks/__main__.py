@@ -1,0 +1,3 @@
+from pgtasks.cli import main
+
+main()

@@ -1,0 +1,1 @@
+"""The database boundary: connections, the embedded server, named queries, migrations, the store."""

@@ -1,0 +1,20 @@
+-- name: get_result
+-- The stored outcome of a task.
+SELECT state, content_type, result, exc_type, exc_message, traceback, retries, parent_id,
+       task_name, date_done
+FROM pgtasks.results WHERE task_id = %(task_id)s;
+
+-- name: forget_result
+-- Delete a task's stored outcome.
+DELETE FROM pgtasks.results WHERE task_id = %(task_id)s;
+
+-- name: prune_results
+-- Delete up to a bounded number of outcomes older than the cutoff (called repeatedly).
+DELETE FROM pgtasks.results
+WHERE task_id IN (SELECT task_id FROM pgtasks.results
+                  WHERE date_done < now() - make_interval(secs => %(max_age)s)
+                  ORDER BY date_done LIMIT %(limit)s);
+
+-- name: listen_results
+-- Subscribe to "these tasks finished" notifications.
+LISTEN pgtasks_results;

@@ -1,0 +1,306 @@
+"""Execution pools: threads (default) or processes, each enforcing soft and hard time limits.
+
+A pool takes claimed jobs and hands each one's :class:`Outcome` to a callback. The soft limit
+raises :class:`SoftTimeLimitExceeded` inside the task. The hard limit fails the job with
+:class:`TimeLimitExceeded` and frees its slot: a process is killed and replaced; a thread cannot
+be killed, so it is abandoned (an exception is injected to stop it if it runs Python code) and a
+fresh thread takes its slot. Nothing holds a slot forever.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import logging
+import multiprocessing
+import os
+import queue
+import signal
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from multiprocessing.connection import Connection
+from typing import TYPE_CHECKING, Any
+
+from pgtasks.errors import SoftTimeLimitExceeded, TimeLimitExceeded
+from pgtasks.worker.execute import Outcome, execute, failure, time_limits
+
+if TYPE_CHECKING:
+    from pgtasks.app import PgTasks
+    from pgtasks.db.store import ClaimedJob
+
+log = logging.getLogger("pgtasks.worker")
+
+OnOutcome = Callable[[Outcome], None]
+
+
+def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
+
+
+@dataclass
+class _Running:
+    job: ClaimedJob
+    started: float
+    soft: float | None
+    hard: float | None
+    soft_fired: bool = False
+
+
+class ThreadPool:
+    """``concurrency`` threads taking jobs from one queue."""
+
+    kind = "threads"
+
+    def __init__(self, app: PgTasks, concurrency: int, on_outcome: OnOutcome,
+                 hostname: str) -> None:
+        self.app = app
+        self.concurrency = concurrency
+        self.on_outcome = on_outcome
+        self.hostname = hostname
+        self._inbox: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._running: dict[int, _Running] = {}  # thread ident -> job
+        self._held: dict[int, ClaimedJob] = {}
+        self._abandoned: set[int] = set()
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._timer: threading.Thread | None = None
+
+    def start(self) -> None:
+        for _ in range(self.concurrency):
+            self._spawn()
+        self._timer = threading.Thread(target=self._watch_limits, name="pgtasks-limits",
+                                       daemon=True)
+        self._timer.start()
+
+    def _spawn(self) -> None:
+        thread = threading.Thread(target=self._serve, name="pgtasks-task", daemon=True)
+        self._threads.append(thread)
+        thread.start()
+
+    def free_slots(self) -> int:
+        with self._lock:
+            return self.concurrency - self._busy
+
+    def submit(self, job: ClaimedJob) -> None:
+        with self._lock:
+            self._busy += 1
+            self._held[job.id] = job
+        self._inbox.put(job)
+
+    def held_job_ids(self) -> list[int]:
+        """Jobs submitted and not finished: running or waiting for a thread."""
+        with self._lock:
+            return list(self._held)
+
+    def idle(self) -> bool:
+        with self._lock:
+            return self._busy == 0
+
+    def _serve(self) -> None:
+        me = threading.get_ident()
+        while True:
+            job = self._inbox.get()
+            if job is None:
+                return
+            soft, hard = time_limits(self.app, job)
+            now = time.monotonic()
+            with self._lock:
+                self._running[me] = _Running(job, now, soft, hard)
+            try:
+                outcome = execute(self.app, job, self.hostname)
+            except BaseException as exc:  # noqa: BLE001 - includes injected limits
+                outcome = failure(job.id, exc)
+            with self._lock:
+                self._running.pop(me, None)
+                if me in self._abandoned:
+                    # The hard limit already failed this job and gave its slot away.
+                    self._abandoned.discard(me)
+                    return
+                self._busy -= 1
+                self._held.pop(job.id, None)
+            self.on_outcome(outcome)
+
+    def _watch_limits(self) -> None:
+        while not self._stopping.wait(0.05):
+            now = time.monotonic()
+            expired: list[tuple[int, _Running]] = []
+            with self._lock:
+                for ident, run in self._running.items():
+                    if run.soft is not None and not run.soft_fired and now - run.started >= run.soft:
+                        run.soft_fired = True
+                        _raise_in_thread(ident, SoftTimeLimitExceeded)
+                    if run.hard is not None and now - run.started >= run.hard:
+                        expired.append((ident, run))
+                for ident, run in expired:
+                    self._running.pop(ident, None)
+                    self._held.pop(run.job.id, None)
+                    self._abandoned.add(ident)
+                    self._busy -= 1
+            for ident, run in expired:
+                _raise_in_thread(ident, TimeLimitExceeded)
+                self._spawn()
+                self.on_outcome(failure(run.job.id, TimeLimitExceeded(
+                    f"task {run.job.task_name}[{run.job.task_id}] exceeded its hard time limit "
+                    f"of {run.hard:g}s and was stopped"), with_traceback=False))
+
+    def stop(self) -> None:
+        self._stopping.set()
+        for _ in self._threads:
+            self._inbox.put(None)
+
+
+def _child_main(app: PgTasks, conn: Connection, hostname: str) -> None:
+    """A process-pool child: run jobs sent over the pipe, soft limit by SIGALRM."""
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+
+    def on_alarm(signum: int, frame: Any) -> None:
+        raise SoftTimeLimitExceeded("soft time limit exceeded")
+
+    signal.signal(signal.SIGALRM, on_alarm)
+    while True:
+        try:
+            message = conn.recv()
+        except EOFError:
+            return
+        if message is None:
+            return
+        job, soft = message
+        if soft:
+            signal.setitimer(signal.ITIMER_REAL, soft)
+        try:
+            outcome = execute(app, job, hostname)
+        except BaseException as exc:  # noqa: BLE001
+            outcome = failure(job.id, exc)
+        finally:
+            signal.setitimer(signal.ITIMER_REAL, 0)
+        conn.send(outcome)
+
+
+class _Child:
+    def __init__(self, app: PgTasks, hostname: str) -> None:
+        ctx = multiprocessing.get_context("fork")
+        self.conn, child_end = ctx.Pipe()
+        self.process = ctx.Process(target=_child_main, args=(app, child_end, hostname),
+                                   daemon=True, name="pgtasks-child")
+        self.process.start()
+        child_end.close()
+
+    def kill(self) -> None:
+        if self.process.pid is not None:
+            try:
+                os.kill(self.process.pid, signal.SIGKILL)
+            except ProcessLookupError:
+                pass
+        self.process.join(5)
+        self.conn.close()
+
+
+class ProcessPool:
+    """``concurrency`` forked child processes; one parent thread drives each child."""
+
+    kind = "processes"
+
+    def __init__(self, app: PgTasks, concurrency: int, on_outcome: OnOutcome,
+                 hostname: str) -> None:
+        self.app = app
+        self.concurrency = concurrency
+        self.on_outcome = on_outcome
+        self.hostname = hostname
+        self._inbox: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
+        self._lock = threading.Lock()
+        self._busy = 0
+        self._held: dict[int, ClaimedJob] = {}
+        self._drivers: list[threading.Thread] = []
+        self._children: list[_Child] = []
+
+    def start(self) -> None:
+        for index in range(self.concurrency):
+            thread = threading.Thread(target=self._drive, args=(index,), daemon=True,
+                                      name="pgtasks-child-driver")
+            self._drivers.append(thread)
+            thread.start()
+
+    def free_slots(self) -> int:
+        with self._lock:
+            return self.concurrency - self._busy
+
+    def submit(self, job: ClaimedJob) -> None:
+        with self._lock:
+            self._busy += 1
+            self._held[job.id] = job
+        self._inbox.put(job)
+
+    def held_job_ids(self) -> list[int]:
+        """Jobs submitted and not finished: running or waiting for a child."""
+        with self._lock:
+            return list(self._held)
+
+    def idle(self) -> bool:
+        with self._lock:
+            return self._busy == 0
+
+    def _drive(self, index: int) -> None:
+        child = _Child(self.app, self.hostname)
+        with self._lock:
+            self._children.append(child)
+        while True:
+            job = self._inbox.get()
+            if job is None:
+                try:
+                    child.conn.send(None)
+                except OSError:
+                    pass
+                child.process.join(2)
+                return
+            soft, hard = time_limits(self.app, job)
+            outcome, child = self._run_in(child, job, soft, hard)
+            with self._lock:
+                self._held.pop(job.id, None)
+                self._busy -= 1
+            self.on_outcome(outcome)
+
+    def _run_in(self, child: _Child, job: ClaimedJob, soft: float | None,
+                hard: float | None) -> tuple[Outcome, _Child]:
+        try:
+            child.conn.send((job, soft))
+            if child.conn.poll(hard):
+                return child.conn.recv(), child
+            reason: BaseException = TimeLimitExceeded(
+                f"task {job.task_name}[{job.task_id}] exceeded its hard time limit of "
+                f"{hard:g}s; its process was killed")
+        except (EOFError, OSError) as exc:
+            reason = WorkerLostError(
+                f"the process running task {job.task_name}[{job.task_id}] exited "
+                f"unexpectedly ({exc!r})")
+        child.kill()
+        replacement = _Child(self.app, self.hostname)
+        with self._lock:
+            self._children = [c for c in self._children if c is not child] + [replacement]
+        return failure(job.id, reason, with_traceback=False), replacement
+
+    def stop(self) -> None:
+        for _ in self._drivers:
+            self._inbox.put(None)
+
+    def kill_children(self) -> None:
+        with self._lock:
+            children = list(self._children)
+        for child in children:
+            child.kill()
+
+
+class WorkerLostError(Exception):
+    """The process running a task exited before reporting an outcome."""
+
+
+def make_pool(kind: str, app: PgTasks, concurrency: int, on_outcome: OnOutcome,
+              hostname: str) -> ThreadPool | ProcessPool:
+    if kind == "threads":
+        return ThreadPool(app, concurrency, on_outcome, hostname)
+    if kind in ("processes", "prefork"):
+        return ProcessPool(app, concurrency, on_outcome, hostname)
+    raise ValueError(f"unknown pool {kind!r}: expected threads or processes")
