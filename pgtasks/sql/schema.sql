@@ -69,3 +69,9 @@ CREATE TABLE pgtasks.workers (
     heartbeat_at   timestamptz NOT NULL DEFAULT now(),
     stopping       boolean     NOT NULL DEFAULT false
 );
+
+-- == workflows (migration 0002) ==
+
+-- == queues (migration 0003) ==
+
+-- == schedules (migration 0004) ==
