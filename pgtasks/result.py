@@ -153,17 +153,17 @@ class AsyncResult:
             return self._cache
         row = self.app.store.get_result(self.id)
         if row is not None:
-            info = {"state": row["state"], **row}
+            info = dict(row)
             self._cache = info
             return info
         job = self.app.store.job_status(self.id)
         if job is None:
             return {"state": states.PENDING}
         if job["state"] == "running":
-            return {"state": states.STARTED, **job}
+            return {**job, "state": states.STARTED}
         if job["retries"] > 0:
-            return {"state": states.RETRY, **job}
-        return {"state": states.PENDING, **job}
+            return {**job, "state": states.RETRY}
+        return {**job, "state": states.PENDING}
 
     @property
     def state(self) -> str:

@@ -6,6 +6,7 @@ import os
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections.abc import Callable, Mapping
 from pathlib import Path
@@ -32,9 +33,11 @@ class WorkerProcess:
         full_env = {**os.environ, **FAST_SETTINGS, "PGTASKS_DSN": dsn, **(env or {})}
         full_env["PYTHONPATH"] = os.pathsep.join(
             [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
+        # A file, not a pipe: a chatty worker must never block on a full pipe.
+        self._log = tempfile.TemporaryFile()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pgtasks", command, "-A", app, "-l", "WARNING", *args],
-            cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
+            cwd=REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
             start_new_session=True,
         )
 
@@ -57,14 +60,14 @@ class WorkerProcess:
         return self.proc.wait(timeout)
 
     def output(self) -> str:
-        if self.proc.poll() is None:
-            return "(still running)"
-        assert self.proc.stdout is not None
-        return self.proc.stdout.read().decode(errors="replace")
+        """What the worker printed so far."""
+        self._log.seek(0)
+        return self._log.read().decode(errors="replace")
 
     def stop(self) -> None:
         if self.proc.poll() is None:
             self.kill()
+        self._log.close()
 
 
 def wait_until(predicate: Callable[[], Any], timeout: float = 30.0, interval: float = 0.05,

@@ -8,6 +8,8 @@ from __future__ import annotations
 
 import os
 import time
+
+import psycopg
 from typing import Any
 
 from pgtasks import PgTasks
@@ -93,3 +95,11 @@ def blocked_forever(label: str) -> str:
     mark(f"{label}:start")
     time.sleep(60)
     return "finished"
+
+
+@app.task(bind=True, max_retries=20, retry_backoff=0.2, retry_backoff_max=1.0,
+          autoretry_for=(psycopg.OperationalError,))
+def durable_record(self: Any, label: str) -> str:
+    """Like ``record``, but retried when its own side-effect write meets a database outage."""
+    mark(label, self.request.id, self.request.retries)
+    return label
