@@ -14,8 +14,9 @@ class Celery(PgTasks):
     """``Celery("proj", broker=..., backend=...)`` running on Postgres.
 
     A ``postgresql://`` (or ``postgres://``, ``db+postgresql://``, or a libpq ``key=value``
-    string) broker or backend URL becomes the DSN; Redis/AMQP URLs are ignored with a warning, since Postgres is both broker and result
-    store here. The default queue is ``celery``, as in Celery.
+    string) broker or backend URL becomes the DSN; Redis/AMQP URLs are ignored with a warning,
+    since Postgres is both broker and result store here. The default queue is ``celery``, as in
+    Celery.
     """
 
     def __init__(self, main: str | None = None, broker: str | None = None,

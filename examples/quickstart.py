@@ -35,9 +35,9 @@ def main() -> None:
         print("fetch ->", fetch.delay("https://example.com").get(timeout=30))
         results = add.delay_many([(i, i) for i in range(1000)])  # one round trip
         print("1000 bulk-queued adds, sum of results ->", sum(r.get(timeout=30) for r in results))
-        with app.store.connect(autocommit=False) as conn:  # enqueue inside your transaction
-            with conn.transaction():
-                result = add.apply_async((40, 2), connection=conn)
+        # Enqueue inside your own transaction: the job exists only if the transaction commits.
+        with app.store.connect(autocommit=False) as conn, conn.transaction():
+            result = add.apply_async((40, 2), connection=conn)
         print("transactional enqueue ->", result.get(timeout=10))
     finally:
         worker.stop()

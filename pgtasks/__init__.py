@@ -2,6 +2,7 @@
 
 from pgtasks import states
 from pgtasks.app import PgTasks, shared_task
+from pgtasks.canvas import GroupResult, Signature, chain, chord, chunks, group, signature
 from pgtasks.errors import (
     ContentDisallowed,
     DuplicateJob,
@@ -19,6 +20,13 @@ __version__ = "0.1.0"
 
 __all__ = [
     "AsyncResult",
+    "GroupResult",
+    "Signature",
+    "chain",
+    "chord",
+    "chunks",
+    "group",
+    "signature",
     "ContentDisallowed",
     "DuplicateJob",
     "EagerResult",

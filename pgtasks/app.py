@@ -7,7 +7,7 @@ import logging
 import os
 import threading
 from collections.abc import Callable, Iterable, Mapping, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, timedelta
 from typing import Any, overload
 
 import psycopg
@@ -16,7 +16,14 @@ from pgtasks.config import Config
 from pgtasks.db.connect import resolve_dsn, validate_dsn
 from pgtasks.db.migrate import migrate
 from pgtasks.db.store import NewJob, Store
-from pgtasks.errors import ConfigurationError, NotRegistered, TaskError
+from pgtasks.errors import (
+    ConfigurationError,
+    DuplicateJob,
+    NotRegistered,
+    ScheduleError,
+    TaskError,
+)
+from pgtasks.queues import QueueSpec, declare, partition_for, queue_specs
 from pgtasks.result import AsyncResult, ResultListener
 from pgtasks.routing import route
 from pgtasks.serialization import Serializer
@@ -58,12 +65,18 @@ class PgTasks:
         if config_source is not None:
             self.config_from_object(config_source)
         self.tasks: dict[str, Task] = {}
+        self.declared_queues: dict[str, QueueSpec] = {}
         self._store: Store | None = None
         self._lock = threading.RLock()
         self._listener: ResultListener | None = None
         self._serializers: dict[str, Serializer] = {}
+        #: Entries declared with ``@app.periodic``, in ``beat_schedule``'s format.
+        self.periodic_entries: dict[str, dict[str, Any]] = {}
         for fun, options in _shared_tasks:
             self._register(fun, options)
+        from pgtasks.workflow.builtins import register_builtins
+
+        register_builtins(self)
         _apps.append(self)
         os.register_at_fork(after_in_child=self._after_fork)
 
@@ -142,6 +155,9 @@ class PgTasks:
 
     def close(self) -> None:
         """Close the connection pool and stop the result listener."""
+        owner = self.__dict__.pop("_workflow_owner", None)
+        if owner is not None:
+            owner.stop()
         if self._listener is not None:
             self._listener.stop()
             self._listener = None
@@ -163,7 +179,8 @@ class PgTasks:
     def task(self, fun: Callable[..., Any], /) -> Task: ...
 
     @overload
-    def task(self, **options: Any) -> Callable[[Callable[..., Any]], Task]: ...
+    def task(self, fun: None = None, /, **options: Any) -> Callable[[Callable[..., Any]], Task]:
+        ...
 
     def task(self, fun: Callable[..., Any] | None = None, /,
              **options: Any) -> Task | Callable[[Callable[..., Any]], Task]:
@@ -183,6 +200,38 @@ class PgTasks:
 
         return decorate
 
+    def periodic(self, *, cron: str | None = None, every: float | timedelta | None = None,
+                 catch_up: str = "latest", name: str | None = None,
+                 args: Sequence[Any] = (), kwargs: Mapping[str, Any] | None = None,
+                 **options: Any) -> Callable[[Callable[..., Any]], Task]:
+        """Declare a task that beat runs on a schedule: ``@app.periodic(cron="*/5 * * * *")``
+        or ``@app.periodic(every=30)``.
+
+        ``cron`` is a 5-field cron line read in ``app.conf.timezone``; ``every`` is seconds or a
+        timedelta. ``catch_up`` says what a scheduler that was down does with the missed ticks:
+        ``"latest"`` (one run), ``"all"`` (each, up to ``beat_max_catch_up``) or ``"none"``.
+        ``name`` names both the task and its schedule entry; other options go to ``@app.task``.
+        A task with a ``scheduled_time`` parameter receives its tick (an aware UTC datetime).
+        """
+        from pgtasks.beat import check_entry
+
+        if (cron is None) == (every is None):
+            raise ScheduleError(f"@app.periodic{f' {name!r}' if name else ''}: "
+                                f"give exactly one of cron= or every=")
+        if name is not None:
+            options["name"] = name
+        check_task_options(options, "@app.periodic")
+
+        def decorate(fun: Callable[..., Any]) -> Task:
+            task = self._register(fun, options)
+            entry = {"task": task.name, "schedule": cron if cron is not None else every,
+                     "catch_up": catch_up, "args": tuple(args), "kwargs": dict(kwargs or {})}
+            check_entry(self, task.name, entry)
+            self.periodic_entries[task.name] = entry
+            return task
+
+        return decorate
+
     def _register(self, fun: Callable[..., Any], options: Mapping[str, Any]) -> Task:
         base = options.get("base")
         cls = base if isinstance(base, type) and issubclass(base, Task) else Task
@@ -194,6 +243,35 @@ class PgTasks:
         self.tasks[task.name] = task
         return task
 
+    # -- queues ----------------------------------------------------------------------------
+
+    def queue(self, name: str, *, concurrency: int | None = None,
+              worker_concurrency: int | None = None, rate_limit: str | float | None = None,
+              partition_by: str | None = None) -> QueueSpec:
+        """Declare a queue's limits, which hold across every worker (see :mod:`pgtasks.queues`).
+
+        ``concurrency``: jobs running at once over all workers (per partition key with
+        ``partition_by``, the keyword argument whose value is a job's partition unless it is
+        given ``partition=``); ``worker_concurrency``: at once on one worker; ``rate_limit``:
+        Celery's "N/s", "N/m", "N/h", over all workers. Workers read declarations at start.
+        """
+        spec = declare(name, concurrency=concurrency, worker_concurrency=worker_concurrency,
+                       rate_limit=rate_limit, partition_by=partition_by)
+        self.declared_queues[name] = spec
+        return spec
+
+    @property
+    def queue_specs(self) -> dict[str, QueueSpec]:
+        """Every declared queue: ``task_queues`` and ``app.queue(...)``."""
+        return queue_specs(self.conf.task_queues, self.declared_queues)
+
+    def _queue_spec(self, name: str) -> QueueSpec | None:
+        # Enqueueing asks this for every job: skip parsing task_queues when it is unset.
+        found = self.declared_queues.get(name)
+        if found is None and self.conf.task_queues:
+            found = self.queue_specs.get(name)
+        return found
+
     # -- sending ---------------------------------------------------------------------------
 
     def send_task(self, name: str, args: Sequence[Any] | None = None,
@@ -204,9 +282,26 @@ class PgTasks:
         args, kwargs = self._check_call(name, args, kwargs)
         if self.conf.task_always_eager and task is not None:
             return task.apply(args, kwargs, **options)
+        if options.get("link") is not None or options.get("link_error") is not None:
+            from pgtasks.workflow.chains import send_with_links
+
+            return send_with_links(self, name, args, kwargs, options)
+        on_duplicate = options.get("on_duplicate", "raise")
+        if on_duplicate not in ("raise", "existing"):
+            raise TaskError(f"{name}: on_duplicate must be 'raise' or 'existing', "
+                            f"got {on_duplicate!r}")
         job = self.build_job(name, task, args, kwargs, options, datetime.now(UTC))
-        self.store.enqueue(job, conn=self._connection(name, options))
-        return AsyncResult(job.task_id, self, name)
+        conn = self._connection(name, options)
+        while True:
+            try:
+                self.store.enqueue(job, conn=conn)
+            except DuplicateJob as exc:
+                if on_duplicate == "raise" or job.dedup_key is None:
+                    raise
+                if exc.existing_task_id is not None:
+                    return AsyncResult(exc.existing_task_id, self, name)
+                continue  # the holder finished between our insert and our look-up: try again
+            return AsyncResult(job.task_id, self, name)
 
     def enqueue_many(self, calls: Iterable[Call],
                      connection: psycopg.Connection[Any] | None = None) -> list[AsyncResult]:
@@ -304,8 +399,144 @@ class PgTasks:
             task_id=task_id, task_name=name, queue=queue, content_type=serializer.content_type,
             payload=payload, priority=priority, run_at=run_at, expires_at=expires_at,
             headers=headers or None, parent_id=parent_id, root_id=root_id,
-            dedup_key=options.get("deduplication_id"), partition_key=options.get("partition"),
+            dedup_key=options.get("deduplication_id"),
+            partition_key=partition_for(self._queue_spec(queue), options.get("partition"), args,
+                                        kwargs, task.run if task is not None else None,
+                                        task is not None and task.bind, name),
         )
+
+    # -- workflows (pgtasks/workflow/) ----------------------------------------------------------
+
+    def workflow(self, **options: Any) -> Callable[[Callable[..., Any]], Any]:
+        """Declare a durable workflow: ``@app.workflow()`` (options: name, queue, priority,
+        serializer, time_limit, soft_time_limit). See :class:`pgtasks.workflow.Workflow`."""
+        from pgtasks.workflow.core import WORKFLOW_OPTIONS, Workflow
+
+        unknown = set(options) - WORKFLOW_OPTIONS
+        if unknown:
+            raise unknown_option_error("workflow option", "@app.workflow", unknown,
+                                       WORKFLOW_OPTIONS)
+
+        def decorate(fun: Callable[..., Any]) -> Any:
+            return self.register_task(Workflow(self, fun, options))
+
+        return decorate
+
+    def step(self, **options: Any) -> Callable[[Callable[..., Any]], Any]:
+        """Declare a checkpointed step: ``@app.step(retries=3, retry_backoff=2.0)``.
+        See :class:`pgtasks.workflow.Step` (outside a workflow a step is a plain call)."""
+        from pgtasks.workflow.core import STEP_OPTIONS, Step
+
+        unknown = set(options) - STEP_OPTIONS
+        if unknown:
+            raise unknown_option_error("step option", "@app.step", unknown, STEP_OPTIONS)
+
+        def decorate(fun: Callable[..., Any]) -> Any:
+            return Step(self, fun, options)
+
+        return decorate
+
+    def sleep(self, seconds: float) -> None:
+        """Durable sleep inside a workflow: a restart sleeps only what remains."""
+        from pgtasks.workflow.core import durable_sleep
+
+        durable_sleep(seconds)
+
+    def start_workflow(self, workflow: Any, /, *args: Any, workflow_id: str | None = None,
+                       **kwargs: Any) -> Any:
+        """Queue ``workflow(*args, **kwargs)`` for a worker; ``workflow_id`` is an idempotency
+        key (a second start returns the first run's handle). Returns a WorkflowHandle."""
+        from pgtasks.workflow.core import Workflow, start
+
+        if not isinstance(workflow, Workflow):
+            raise TaskError(f"start_workflow() takes an @app.workflow function, got {workflow!r}")
+        return start(workflow, args, kwargs, workflow_id, {})
+
+    def workflow_id(self, workflow_id: str) -> Any:
+        """``with app.workflow_id("order-42"): checkout(42)``: the id of the next workflow
+        started in this block (an idempotency key for inline runs too)."""
+        import contextlib
+
+        from pgtasks.workflow.context import next_workflow_id
+
+        @contextlib.contextmanager
+        def scope() -> Any:
+            token = next_workflow_id.set(workflow_id)
+            try:
+                yield
+            finally:
+                next_workflow_id.reset(token)
+
+        return scope()
+
+    def set_event(self, key: str, value: Any) -> None:
+        """Publish ``value`` under ``key`` for the running workflow."""
+        from pgtasks.workflow import messages
+
+        messages.set_event(self, key, value)
+
+    def get_event(self, workflow_id: str, key: str, timeout: float = 60.0) -> Any:
+        """The event ``key`` of ``workflow_id``, waiting up to ``timeout`` s (None if absent)."""
+        from pgtasks.workflow import messages
+
+        return messages.get_event(self, workflow_id, key, timeout)
+
+    def send(self, workflow_id: str, message: Any, topic: str | None = None) -> None:
+        """Send ``message`` to a workflow (it takes it with ``app.recv``)."""
+        from pgtasks.workflow import messages
+
+        messages.send(self, workflow_id, message, topic)
+
+    def recv(self, topic: str | None = None, timeout: float = 60.0) -> Any:
+        """In a workflow: take the next message on ``topic``, waiting up to ``timeout`` s."""
+        from pgtasks.workflow import messages
+
+        return messages.recv(self, topic, timeout)
+
+    def list_workflows(self, status: str | None = None, name: str | None = None,
+                       limit: int = 100) -> list[dict[str, Any]]:
+        from pgtasks.workflow import manage
+
+        return manage.list_workflows(self, status, name, limit)
+
+    def get_workflow(self, workflow_id: str) -> dict[str, Any]:
+        from pgtasks.workflow import manage
+
+        return manage.get_workflow(self, workflow_id)
+
+    def workflow_steps(self, workflow_id: str) -> list[dict[str, Any]]:
+        from pgtasks.workflow import manage
+
+        return manage.workflow_steps(self, workflow_id)
+
+    def cancel_workflow(self, workflow_id: str) -> bool:
+        from pgtasks.workflow import manage
+
+        return manage.cancel_workflow(self, workflow_id)
+
+    def resume_workflow(self, workflow_id: str) -> Any:
+        from pgtasks.workflow import manage
+
+        return manage.resume_workflow(self, workflow_id)
+
+    def restart_workflow(self, workflow_id: str, from_step: int = 0,
+                         new_workflow_id: str | None = None) -> Any:
+        """Run a workflow again as a new one, keeping its checkpoints before ``from_step``."""
+        from pgtasks.workflow import manage
+
+        return manage.restart_workflow(self, workflow_id, from_step, new_workflow_id)
+
+    def GroupResult(self, id: str, results: Sequence[Any]) -> Any:  # noqa: N802, A002
+        from pgtasks.canvas import GroupResult
+
+        return GroupResult(id, results, self)
+
+    def launch(self, **worker_options: Any) -> Any:
+        """Run a worker on background threads of this process (a web app that also runs its
+        workflows); returns the Worker (``.stop()``, ``.wait()``)."""
+        worker = self.Worker(**worker_options)
+        worker.run_in_background()
+        return worker
 
     # -- running ---------------------------------------------------------------------------
 

@@ -93,16 +93,19 @@ def main() -> None:
               help="Worker name shown in status.")
 @click.option("--shutdown-grace", envvar="PGTASKS_SHUTDOWN_GRACE", show_envvar=True, type=float,
               default=None, help="Seconds running jobs get to finish after SIGTERM.")
+@click.option("--beat", "with_beat", envvar="PGTASKS_BEAT", show_envvar=True, is_flag=True,
+              help="Also run the scheduler in this worker (safe on every worker).")
 @click.pass_context
 def worker(ctx: click.Context, app_spec: str, queues: str | None, concurrency: int | None,
            pool: str | None, loglevel: str, hostname: str | None,
-           shutdown_grace: float | None) -> None:
+           shutdown_grace: float | None, with_beat: bool) -> None:
     """Run a worker."""
     _setup_logging(loglevel)
     app = _app(ctx, app_spec)
     queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     app.Worker(queues=queue_list, concurrency=concurrency, pool=pool, hostname=hostname,
-               shutdown_grace=shutdown_grace).run()
+               shutdown_grace=shutdown_grace,
+               extra_services=[beat_service] if with_beat else ()).run()
 
 
 @main.group()
@@ -166,3 +169,15 @@ def purge(ctx: click.Context, app_spec: str, queues: str | None, force: bool) ->
     if not force:
         click.confirm(f"Delete every queued job of {what}?", abort=True)
     click.echo(f"purged {app.store.purge(names)} jobs from {what}")
+
+
+# The scheduler's commands live in their own module; registered here, once main exists.
+from pgtasks import cli_beat  # noqa: E402
+from pgtasks.beat import beat_service  # noqa: E402
+
+main.add_command(cli_beat.beat)
+main.add_command(cli_beat.schedule)
+
+from pgtasks.cli_workflow import workflow  # noqa: E402
+
+main.add_command(workflow)

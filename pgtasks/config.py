@@ -41,6 +41,8 @@ DEFAULTS: dict[str, Any] = {
     "imports": (),
     "include": (),
     "worker_concurrency": None,
+    # An upper bound: the pool holds waiting jobs only while jobs are short (worker/pool.py).
+    "worker_prefetch_multiplier": 32,
     "worker_pool": "threads",
     # pgtasks' own
     "dsn": None,
@@ -55,7 +57,12 @@ DEFAULTS: dict[str, Any] = {
     "worker_maintenance_interval": 60.0,
     "worker_reconnect_max_delay": 5.0,
     "workflow_sleep_inline_threshold": 1.0,
+    # A workflow waiting for child jobs or messages holds its slot this long, then gives it back
+    # and is woken by their completion (workflow_wait_poll_interval: the longest fallback poll).
+    "workflow_wait_inline": 0.1,
+    "workflow_wait_poll_interval": 10.0,
     "beat_max_catch_up": 100,
+    "beat_max_loop_interval": 30.0,
 }
 
 _ENV_PREFIX = "PGTASKS_"
@@ -127,7 +134,8 @@ class Config(MutableMapping[str, Any]):
             try:
                 obj = importlib.import_module(obj)
             except ImportError as exc:
-                raise ConfigurationError(f"cannot import configuration module {obj!r}: {exc}")
+                raise ConfigurationError(
+                    f"cannot import configuration module {obj!r}: {exc}") from exc
         items: Mapping[str, Any] = obj if isinstance(obj, Mapping) else {
             name: getattr(obj, name) for name in dir(obj) if not name.startswith("_")
         }

@@ -110,6 +110,10 @@ class WorkflowCancelled(WorkflowError):  # noqa: N818
     """The workflow was cancelled."""
 
 
+class ChordError(TaskError):
+    """A chord's header member failed, so its callback did not run."""
+
+
 class ScheduleError(ConfigurationError):
     """A schedule entry is invalid."""
 

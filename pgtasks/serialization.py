@@ -8,12 +8,14 @@ intact. msgpack, pickle and yaml are used only when the user opts in.
 from __future__ import annotations
 
 import inspect
+import json
 from collections.abc import Callable, Iterable, Mapping, Sequence
 from typing import Any
 
 from kombu import serialization as kombu_serialization
 from kombu.exceptions import ContentDisallowed as KombuContentDisallowed
 from kombu.exceptions import DecodeError, EncodeError
+from kombu.utils import json as kombu_json
 
 from pgtasks.errors import ContentDisallowed, SerializationError
 
@@ -23,6 +25,20 @@ _NAME_BY_CONTENT_TYPE = {
     "application/x-python-serialize": "pickle",
     "application/x-yaml": "yaml",
 }
+
+
+# kombu's JSON codec, called directly: the registry's dispatch and a new encoder/decoder object
+# per call cost more than encoding a small payload. Used only while "json" is still kombu's own
+# codec (an application may register another one under that name).
+_JSON_ENCODER = kombu_json.JSONEncoder()
+_JSON_DECODER = json.JSONDecoder(object_hook=kombu_json.object_hook)
+
+
+def _kombu_json_codec() -> bool:
+    registry = kombu_serialization.registry
+    codec = registry._encoders.get("json")
+    return (codec is not None and codec.encoder is kombu_json.dumps
+            and registry._decoders.get("application/json") is kombu_json.loads)
 
 
 def content_type_of(serializer: str) -> str:
@@ -53,6 +69,14 @@ class Serializer:
 
     def dumps(self, value: Any) -> bytes:
         """Encode ``value``; raises :class:`SerializationError` naming the value's type."""
+        if self.name == "json" and _kombu_json_codec():
+            try:
+                return _JSON_ENCODER.encode(value).encode("utf-8")
+            except Exception as exc:  # noqa: BLE001 - as kombu's dumps: any error is EncodeError
+                raise SerializationError(
+                    f"a value of type {type(value).__name__} cannot be serialized "
+                    f"with json: {exc}"
+                ) from exc
         try:
             _ctype, _enc, data = kombu_serialization.dumps(value, serializer=self.name)
         except (EncodeError, TypeError, ValueError) as exc:
@@ -69,6 +93,11 @@ class Serializer:
                 f"refusing to decode content of type {content_type!r}: it is not in "
                 f"accept_content {sorted(self.accept)}"
             )
+        if content_type == "application/json" and data and _kombu_json_codec():
+            try:
+                return _JSON_DECODER.decode(bytes(data).decode("utf-8"))
+            except Exception as exc:  # noqa: BLE001 - as kombu's loads: any error is DecodeError
+                raise SerializationError(f"cannot decode {content_type} payload: {exc}") from exc
         try:
             return kombu_serialization.loads(
                 bytes(data), content_type, "utf-8", accept=self.accept

@@ -11,6 +11,7 @@ from datetime import UTC, datetime, timedelta
 from typing import TYPE_CHECKING, Any
 
 from pgtasks.errors import MaxRetriesExceededError, Retry, TaskError, UnknownTaskOption
+from pgtasks.queues import parse_rate
 
 if TYPE_CHECKING:
 
@@ -150,6 +151,8 @@ class Task:
     def _validate(self) -> None:
         if self.priority is not None:
             check_priority(self.priority, self.name)
+        # Jobs per second over all workers (pgtasks.queues), unlike Celery's per-worker limit.
+        self.rate: float | None = parse_rate(self.rate_limit, f"task {self.name}", TaskError)
         for label, value in (("time_limit", self.time_limit),
                              ("soft_time_limit", self.soft_time_limit),
                              ("default_retry_delay", self.default_retry_delay)):
@@ -280,6 +283,26 @@ class Task:
 
         return Signature(self.name, tuple(args or ()), dict(kwargs or {}), app=self.app,
                          options=options, immutable=bool(options.pop("immutable", False)))
+
+    subtask = signature
+
+    def map(self, items: Iterable[Any]) -> Any:
+        """One task calling this one on each item: ``add.map([1, 2])`` (Celery's xmap)."""
+        from pgtasks.canvas import xmap
+
+        return xmap(self, items)
+
+    def starmap(self, items: Iterable[Sequence[Any]]) -> Any:
+        """One task calling ``self(*item)`` for each item (Celery's xstarmap)."""
+        from pgtasks.canvas import xstarmap
+
+        return xstarmap(self, items)
+
+    def chunks(self, items: Iterable[Sequence[Any]], n: int) -> Any:
+        """The calls split into a group of tasks of ``n`` calls each."""
+        from pgtasks.canvas import chunks
+
+        return chunks(self, items, n)
 
 
 def check_priority(priority: Any, owner: str) -> int:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import signal
 import subprocess
@@ -34,7 +35,7 @@ class WorkerProcess:
         full_env["PYTHONPATH"] = os.pathsep.join(
             [str(REPO), *filter(None, [os.environ.get("PYTHONPATH")])])
         # A file, not a pipe: a chatty worker must never block on a full pipe.
-        self._log = tempfile.TemporaryFile()
+        self._log = tempfile.TemporaryFile()  # noqa: SIM115 - closed by stop()
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "pgtasks", command, "-A", app, "-l", "WARNING", *args],
             cwd=REPO, env=full_env, stdout=self._log, stderr=subprocess.STDOUT,
@@ -47,10 +48,8 @@ class WorkerProcess:
 
     def kill(self) -> None:
         """``kill -9`` the worker and everything it started."""
-        try:
+        with contextlib.suppress(ProcessLookupError):
             os.killpg(self.proc.pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
         self.proc.wait(10)
 
     def signal(self, sig: int) -> None:

@@ -8,7 +8,6 @@ import sys
 
 from pgtasks import PgTasks
 from tests.apps import core_app
-from tests.core_fixtures import app  # noqa: F401 - fixture
 from tests.support import REPO, WorkerProcess, scalar, wait_until
 
 

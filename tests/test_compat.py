@@ -21,7 +21,10 @@ def celery_module():
 
 
 def test_a_celery_project_queues_and_runs_unchanged(dsn: str, celery_module):
-    from celery import Celery  # resolved to the shim
+    from celery import (
+        Celery,  # resolved to the shim
+        chain,
+    )
     from celery.exceptions import MaxRetriesExceededError
 
     app = Celery("proj", broker=dsn, backend="redis://localhost:6379/0")
@@ -32,10 +35,12 @@ def test_a_celery_project_queues_and_runs_unchanged(dsn: str, celery_module):
 
         result = mul.delay(6, 7)
         assert scalar(dsn, "SELECT queue FROM pgtasks.jobs") == "celery"
+        chained = chain(mul.s(2, 3), mul.s(10)).apply_async()
         worker = app.Worker(queues=["celery"], concurrency=2)
         thread = worker.run_in_background()
         try:
             assert result.get(timeout=10) == 42
+            assert chained.get(timeout=20) == 60
         finally:
             worker.stop()
             thread.join(10)

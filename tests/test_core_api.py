@@ -13,7 +13,6 @@ from pgtasks import PgTasks, states
 from pgtasks.errors import TimeoutError
 from pgtasks.worker.loop import Worker
 from tests.apps import core_app
-from tests.core_fixtures import app, worker  # noqa: F401 - fixtures
 from tests.support import scalar, wait_until
 
 

@@ -18,7 +18,6 @@ from pgtasks.errors import (
 )
 from pgtasks.worker.loop import Worker
 from tests.apps import core_app
-from tests.core_fixtures import app, worker  # noqa: F401 - fixtures
 from tests.support import scalar
 
 

@@ -11,7 +11,6 @@ import pytest
 from pgtasks import PgTasks, states
 from pgtasks.db import embedded
 from tests.apps import core_app
-from tests.core_fixtures import app  # noqa: F401 - fixture
 from tests.support import WorkerProcess, rows, scalar, wait_until
 
 APP = "tests.apps.core_app"

@@ -8,6 +8,7 @@ dedicated connections) or, when omitted, one borrowed from the app's pool.
 from __future__ import annotations
 
 import contextlib
+import threading
 import time
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass
@@ -99,21 +100,21 @@ class Store:
         self.dsn = dsn
         self._pool_max_size = pool_max_size
         self._pool: ConnectionPool | None = None
+        self._pool_lock = threading.Lock()
         self.retry_seconds = retry_seconds
 
     # -- connections ------------------------------------------------------------------------
 
     def pool(self) -> ConnectionPool:
         if self._pool is None:
-            self._pool = ConnectionPool(
-                self.dsn,
-                min_size=1,
-                max_size=self._pool_max_size,
-                kwargs={"autocommit": True},
-                open=True,
-                name="pgtasks",
-            )
+            with self._pool_lock:
+                if self._pool is None:
+                    self._pool = self._open_pool()
         return self._pool
+
+    def _open_pool(self) -> ConnectionPool:
+        return ConnectionPool(self.dsn, min_size=1, max_size=self._pool_max_size,
+                              kwargs={"autocommit": True}, open=True, name="pgtasks")
 
     def close(self) -> None:
         if self._pool is not None:
@@ -123,6 +124,7 @@ class Store:
     def forget_pool_after_fork(self) -> None:
         """Drop the parent's pool in a forked child without touching its sockets."""
         self._pool = None
+        self._pool_lock = threading.Lock()
 
     def connect(self, **kwargs: Any) -> psycopg.Connection[Any]:
         """A dedicated autocommit connection (the worker's claim, completion and listen ones)."""
@@ -216,18 +218,16 @@ class Store:
         deduplication key was taken are skipped)."""
         if not jobs:
             return set()
-        columns: dict[str, list[Any]] = {name: [] for name in _JOB_COLUMNS}
-        for job in jobs:
-            for name, value in job.params().items():
-                columns[name].append(value)
         params = {
-            "task_ids": columns["task_id"], "task_names": columns["task_name"],
-            "queues": columns["queue"], "priorities": columns["priority"],
-            "run_ats": columns["run_at"], "expires_ats": columns["expires_at"],
-            "content_types": columns["content_type"], "payloads": columns["payload"],
-            "headers": columns["headers"], "parent_ids": columns["parent_id"],
-            "root_ids": columns["root_id"], "dedup_keys": columns["dedup_key"],
-            "partition_keys": columns["partition_key"],
+            "task_ids": [j.task_id for j in jobs], "task_names": [j.task_name for j in jobs],
+            "queues": [j.queue for j in jobs], "priorities": [j.priority for j in jobs],
+            "run_ats": [j.run_at for j in jobs], "expires_ats": [j.expires_at for j in jobs],
+            "content_types": [j.content_type for j in jobs],
+            "payloads": [j.payload for j in jobs],
+            "headers": [Jsonb(j.headers) if j.headers else None for j in jobs],
+            "parent_ids": [j.parent_id for j in jobs], "root_ids": [j.root_id for j in jobs],
+            "dedup_keys": [j.dedup_key for j in jobs],
+            "partition_keys": [j.partition_key for j in jobs],
         }
         try:
             rows = self._run("jobs.enqueue_many", params, conn, retry=False)
@@ -244,9 +244,11 @@ class Store:
 
     def claim(self, conn: psycopg.Connection[Any], worker_id: int, queues: Sequence[str],
               n: int) -> list[ClaimedJob]:
+        # Binary rows: payloads and timestamps arrive as they are stored, with no hex or text
+        # to parse per row.
         rows = conn.execute(
             query("jobs.claim"), {"queues": list(queues), "n": n, "worker_id": worker_id},
-            prepare=True,
+            prepare=True, binary=True,
         ).fetchall()
         return [ClaimedJob(*row) for row in rows]
 
@@ -359,3 +361,88 @@ class Store:
             cur.execute(query(name), params)
             return cur.fetchall()
 
+    # -- beat schedules ---------------------------------------------------------------------
+
+    def sync_schedules(self, conn: psycopg.Connection[Any], entries: Sequence[Mapping[str, str]],
+                       now: datetime) -> list[str]:
+        """Register beat's entries (name, task_name, schedule, catch_up) and disable the rest,
+        in one transaction; returns the names disabled."""
+        ordered = sorted(entries, key=lambda e: e["name"])
+        names = [e["name"] for e in ordered]
+        with conn.transaction():
+            conn.execute(query("schedules.sync_schedules"), {
+                "names": names, "task_names": [e["task_name"] for e in ordered],
+                "schedules": [e["schedule"] for e in ordered],
+                "catch_ups": [e["catch_up"] for e in ordered], "now": now,
+            })
+            gone = conn.execute(query("schedules.disable_missing_schedules"),
+                                {"names": names}).fetchall()
+        return [row[0] for row in gone]
+
+    def list_schedules(self, conn: psycopg.Connection[Any] | None = None
+                       ) -> list[dict[str, Any]]:
+        """Every schedule row (name, task_name, schedule, catch_up, anchor, last_tick, enabled,
+        paused, last_run_at, last_task_id, total_runs), by name."""
+        with self._borrow(conn) as c, c.cursor(row_factory=dict_row) as cur:
+            cur.execute(query("schedules.list_schedules"), prepare=True)
+            return cur.fetchall()
+
+    def advance_schedule(self, conn: psycopg.Connection[Any], *, name: str, schedule: str,
+                         expected_tick: datetime, new_tick: datetime, runs: int,
+                         task_id: str | None, now: datetime) -> bool:
+        """Compare-and-set a schedule's last tick; False if another scheduler got there first.
+        Run it in the transaction that enqueues the ticks' jobs."""
+        return bool(conn.execute(query("schedules.advance_schedule"), {
+            "name": name, "schedule": schedule, "expected_tick": expected_tick,
+            "new_tick": new_tick, "runs": runs, "task_id": task_id, "now": now,
+        }, prepare=True).fetchall())
+
+    def record_schedule_run(self, conn: psycopg.Connection[Any], name: str, task_id: str,
+                            now: datetime) -> bool:
+        """Record an extra run of a schedule; False if there is no schedule of that name."""
+        return bool(self._run("schedules.record_schedule_run",
+                              {"name": name, "task_id": task_id, "now": now}, conn))
+
+    def set_schedule_paused(self, name: str, paused: bool, now: datetime) -> bool:
+        """Pause or resume a schedule; False if there is no schedule of that name."""
+        which = "schedules.pause_schedule" if paused else "schedules.resume_schedule"
+        return bool(self._run(which, {"name": name, "now": now}))
+
+    # -- queue limits -----------------------------------------------------------------------
+
+    def claim_limited(self, conn: psycopg.Connection[Any], worker_id: int, spec: Any, n: int,
+                      held: Sequence[int], mine: Sequence[int], release: Sequence[int],
+                      ) -> tuple[list[tuple[ClaimedJob, int | None]], float | None]:
+        """Claim up to ``n`` jobs of a limited queue (a :class:`pgtasks.queues.QueueSpec`),
+        each with the concurrency slot it holds on ``conn`` (see ``pgtasks.claim_limited``).
+        ``held``: jobs this worker still runs; ``mine``: slots it holds; ``release``: slots to
+        give back first. Returns the jobs and, when a limit stopped the claim, the seconds
+        until the next rate token (0: the queue is full while jobs wait)."""
+        rows = conn.execute(query("queues.claim_limited"), {
+            "queue": spec.name, "worker_id": worker_id, "n": n, "concurrency": spec.concurrency,
+            "rate": spec.rate, "partitioned": spec.partition_by is not None, "held": list(held),
+            "mine": list(mine), "release": list(release),
+        }, prepare=True).fetchall()
+        jobs = [(ClaimedJob(*row[:-2]), row[-2]) for row in rows if row[0] is not None]
+        waits = [row[-1] for row in rows if row[-1] is not None]
+        return jobs, (min(waits) if waits else None)
+
+    def release_slots(self, conn: psycopg.Connection[Any], queue: str,
+                      slots: Sequence[int]) -> None:
+        """Give back concurrency slots held by ``conn``."""
+        conn.execute(query("queues.release_slots"), {"queue": queue, "slots": list(slots)})
+
+    def take_task_tokens(self, conn: psycopg.Connection[Any], worker_id: int, task_name: str,
+                         job_ids: Sequence[int], rate: float) -> tuple[set[int], float | None]:
+        """Admit claimed jobs of a rate-limited task, in the order given; the refused ones go
+        back to their queue. Returns the admitted ids and the seconds until the next token."""
+        row = conn.execute(query("queues.take_task_tokens"), {
+            "task_name": task_name, "worker_id": worker_id, "ids": list(job_ids), "rate": rate,
+        }, prepare=True).fetchone()
+        assert row is not None
+        return set(row[0] or ()), row[1]
+
+    def lock_queues(self, conn: psycopg.Connection[Any], queues: Sequence[str]) -> None:
+        """Take several limited queues' claim locks, in the order given, until the transaction
+        ends."""
+        conn.execute(query("queues.lock_queues"), {"queues": list(queues)})

@@ -17,6 +17,7 @@ SELECT id, (SELECT count(*) FROM woken) AS woken FROM ins;
 
 -- name: enqueue_many
 -- Insert many jobs from parallel arrays in one statement, with one notification per queue.
+-- The arrays travel in binary format: no per-element quoting and escaping on either side.
 WITH ins AS (
     INSERT INTO pgtasks.jobs (task_id, task_name, queue, priority, run_at, expires_at,
                               content_type, payload, headers, parent_id, root_id,
@@ -24,11 +25,11 @@ WITH ins AS (
     SELECT t.task_id, t.task_name, t.queue, t.priority, coalesce(t.run_at, now()), t.expires_at,
            t.content_type, t.payload, t.headers, t.parent_id, t.root_id, t.dedup_key,
            t.partition_key
-    FROM unnest(%(task_ids)s::text[], %(task_names)s::text[], %(queues)s::text[],
-                %(priorities)s::smallint[], %(run_ats)s::timestamptz[],
-                %(expires_ats)s::timestamptz[], %(content_types)s::text[],
-                %(payloads)s::bytea[], %(headers)s::jsonb[], %(parent_ids)s::text[],
-                %(root_ids)s::text[], %(dedup_keys)s::text[], %(partition_keys)s::text[])
+    FROM unnest(%(task_ids)b::text[], %(task_names)b::text[], %(queues)b::text[],
+                %(priorities)b::smallint[], %(run_ats)b::timestamptz[],
+                %(expires_ats)b::timestamptz[], %(content_types)b::text[],
+                %(payloads)b::bytea[], %(headers)b::jsonb[], %(parent_ids)b::text[],
+                %(root_ids)b::text[], %(dedup_keys)b::text[], %(partition_keys)b::text[])
          AS t(task_id, task_name, queue, priority, run_at, expires_at, content_type, payload,
               headers, parent_id, root_id, dedup_key, partition_key)
     ON CONFLICT (dedup_key) WHERE dedup_key IS NOT NULL DO NOTHING
@@ -82,7 +83,8 @@ WITH outcome AS (
     DELETE FROM pgtasks.jobs j
     USING outcome o
     WHERE j.id = o.id AND j.worker_id = %(worker_id)s AND j.state = 'running'
-    RETURNING j.task_id, j.task_name, j.queue, j.retries, j.parent_id, j.revoked, o.*
+    RETURNING j.task_id, j.task_name, j.queue, j.retries, j.parent_id, j.revoked,
+              j.headers->>'wake' AS wake, j.headers->>'chord' AS chord_id, o.*
 ), saved AS (
     INSERT INTO pgtasks.results AS r (task_id, task_name, queue, state, content_type, result,
                                       exc_type, exc_message, traceback, retries, parent_id,
@@ -105,8 +107,32 @@ WITH outcome AS (
                      CASE WHEN length(ids) < 7900 THEN ids ELSE '*' END)
     FROM (SELECT string_agg(task_id, ',') AS ids FROM saved) s
     WHERE ids IS NOT NULL
+), woken AS (
+    -- A workflow suspended until this job finished (a chain link it waits for) runs again now.
+    -- (= ANY of an array keeps this an index probe per woken job, nothing when there is none.)
+    UPDATE pgtasks.jobs w SET run_at = now()
+    WHERE w.task_id = ANY(ARRAY(SELECT wake FROM done WHERE wake IS NOT NULL))
+      AND w.state = 'queued' AND w.run_at > now()
+    RETURNING w.queue
+), counted AS (
+    -- Chord members count down their chord; the row lock serializes concurrent completions.
+    UPDATE pgtasks.chords c SET remaining = c.remaining - d.n
+    FROM (SELECT chord_id, count(*) AS n FROM done WHERE chord_id IS NOT NULL
+          GROUP BY chord_id) d
+    WHERE c.chord_id = d.chord_id
+    RETURNING c.chord_id, c.remaining, c.queue, c.content_type, c.payload
+), fired AS (
+    -- The completion that brings a chord to zero enqueues its callback's firing job: once.
+    INSERT INTO pgtasks.jobs (task_id, task_name, queue, content_type, payload)
+    SELECT 'chord:' || chord_id, 'pgtasks.chord_fire', queue, content_type, payload
+    FROM counted WHERE remaining = 0
+    ON CONFLICT DO NOTHING
+    RETURNING queue
+), nudged AS (
+    SELECT pg_notify('pgtasks_jobs', queue)
+    FROM (SELECT queue FROM woken UNION SELECT queue FROM fired) q
 )
-SELECT d.id, (SELECT count(*) FROM told) AS told FROM done d;
+SELECT d.id, (SELECT count(*) FROM told) + (SELECT count(*) FROM nudged) AS told FROM done d;
 
 -- name: retry
 -- Put one of this worker's jobs back in the queue to run again after a delay, counting a retry.

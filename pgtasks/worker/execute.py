@@ -153,12 +153,12 @@ def execute(app: PgTasks, job: ClaimedJob, hostname: str | None = None) -> Outco
         return failure(job.id, exc)
     except Exception as exc:  # noqa: BLE001 - any task error becomes the job's outcome
         try:
-            signal = _autoretry(task, exc)
+            auto = _autoretry(task, exc)
         except Exception as final:  # noqa: BLE001 - retries used up: fail with the error
             return failure(job.id, final)
-        if signal is not None:
-            return Outcome(job.id, "retry", delay=float(signal.when or 0.0),
-                           exc_message=_retry_text(signal))
+        if auto is not None:
+            return Outcome(job.id, "retry", delay=float(auto.when or 0.0),
+                           exc_message=_retry_text(auto))
         return failure(job.id, exc)
     finally:
         stack.pop()

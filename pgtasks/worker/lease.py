@@ -35,15 +35,15 @@ class Lease(threading.Thread):
         self.on_tick = on_tick
         self.interval = float(app.conf.worker_heartbeat_interval)
         self.maintenance_interval = float(app.conf.worker_maintenance_interval)
-        self._stop = threading.Event()
+        self._halt = threading.Event()
 
     def stop(self) -> None:
-        self._stop.set()
+        self._halt.set()
 
     def run(self) -> None:
         conn: psycopg.Connection[Any] | None = None
         last_maintenance = 0.0
-        while not self._stop.wait(self.interval):
+        while not self._halt.wait(self.interval):
             try:
                 if conn is None or conn.closed:
                     conn = self.app.store.connect()

@@ -26,6 +26,7 @@ import psycopg
 from pgtasks.db.queries import query
 from pgtasks.db.store import Finished
 from pgtasks.errors import PgTasksError
+from pgtasks.queues import ClaimPlan, known_queues, warn_unknown_queues
 from pgtasks.worker.execute import Outcome
 from pgtasks.worker.lease import Lease
 from pgtasks.worker.pool import ProcessPool, ThreadPool, make_pool
@@ -62,6 +63,9 @@ class Worker:
                                     else shutdown_grace)
         self.poll_interval = float(conf.worker_poll_interval)
         self.claim_batch = int(conf.worker_claim_batch)
+        # The most jobs held at once, running or waiting for a slot (Celery's prefetch); the
+        # pool holds fewer while jobs are long (pgtasks.worker.pool.Prefetch).
+        self.capacity = self.concurrency * max(1, int(conf.worker_prefetch_multiplier))
         self.complete_batch = int(conf.worker_complete_batch)
         self.lease_seconds = float(conf.worker_lease_seconds)
         self.extra_services = list(extra_services)
@@ -76,6 +80,11 @@ class Worker:
         self._lease: Lease | None = None
         self._reconnect_max = float(conf.worker_reconnect_max_delay)
         self.completed = 0
+        warn_unknown_queues(self.queues, known_queues(
+            conf.task_default_queue, app.queue_specs, (t.queue for t in app.tasks.values()),
+            conf.task_routes), repr(app))
+        # The claim plan, made at start (when every task is registered); None: the plain claim.
+        self._limits: ClaimPlan | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -96,7 +105,7 @@ class Worker:
         with self.app.store.connect() as conn:
             self._register(conn)
         self._pool = make_pool(self.pool_kind, self.app, self.concurrency, self._on_outcome,
-                               self.hostname)
+                               self.hostname, self.capacity)
         self._pool.start()
         self._lease = Lease(self.app, lambda: self.worker_id, self._stopping.is_set,
                             self._on_lease_lost)
@@ -108,6 +117,12 @@ class Worker:
             self._threads.append(thread)
         for service in self.extra_services:
             service(self)
+        # None when no served queue has limits and no task a rate limit: the plain claim.
+        self._limits = ClaimPlan.for_worker(
+            self.queues, self.app.queue_specs,
+            {t.name: t.rate for t in self.app.tasks.values() if t.rate is not None},
+            held=lambda: self._pool.held_job_ids() if self._pool is not None else [],
+            wake=self._wake.set, poll_interval=self.poll_interval)
         log.info("worker %s (id %d) serving %s with %d %s", self.name, self.worker_id,
                  ",".join(self.queues), self.concurrency, self.pool_kind)
 
@@ -158,8 +173,7 @@ class Worker:
         delay = 0.05
         while not self._stopping.is_set():
             self._wake.clear()
-            free = self._pool.free_slots()
-            wanted = min(free, self.claim_batch)
+            wanted = self._claim_size()
             got = 0
             if wanted > 0:
                 try:
@@ -184,9 +198,22 @@ class Worker:
         if conn is not None:
             conn.close()
 
+    def _claim_size(self) -> int:
+        """How many jobs to claim now: as many as fit when a slot is idle or half the capacity
+        is free, else none (while jobs wait for a slot, a claim of one or two jobs would cost a
+        commit for little)."""
+        assert self._pool is not None
+        free, capacity, idle = self._pool.room()
+        if free > 0 and (2 * free >= capacity or idle > 0):
+            return min(free, self.claim_batch)
+        return 0
+
     def claim(self, conn: psycopg.Connection[Any], n: int) -> list[Any]:
-        """Claim up to ``n`` ready jobs (a hook for queue limits)."""
-        return self.app.store.claim(conn, self.worker_id, self.queues, n)
+        """Claim up to ``n`` ready jobs, within the queues' limits (:mod:`pgtasks.queues`)."""
+        if self._limits is None:
+            return self.app.store.claim(conn, self.worker_id, self.queues, n)
+        # A limited claim runs on the plan's own connection: it holds the concurrency slots.
+        return self._limits.claim(self.app.store, self.worker_id, n)
 
     def _listen(self) -> None:
         delay = 0.05
@@ -210,7 +237,8 @@ class Worker:
 
     def _on_outcome(self, outcome: Outcome) -> None:
         self._outcomes.put(outcome)
-        self._wake.set()
+        if not self._wake.is_set() and self._claim_size():
+            self._wake.set()
 
     def _complete_loop(self) -> None:
         conn: psycopg.Connection[Any] | None = None

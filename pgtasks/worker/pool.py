@@ -38,6 +38,36 @@ def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
     ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
 
 
+class Prefetch:
+    """How many jobs a pool holds at once: one per slot, plus waiting ones while jobs are short.
+
+    Waiting jobs keep the slots busy while the next claim is on its way, and let claims be large
+    (one commit for many jobs). But a job waiting here is one that an idle worker elsewhere
+    cannot take, so only as many wait as the slots finish in ``window`` seconds at the recent
+    average run time: tiny jobs get up to ``max_held``, one-second jobs none.
+    """
+
+    def __init__(self, concurrency: int, max_held: int | None, window: float = 0.05) -> None:
+        self.concurrency = concurrency
+        self.max_held = max(max_held or concurrency, concurrency)
+        self.window = window
+        self.average: float | None = None  # seconds per job, moving average
+
+    def observe(self, seconds: float) -> None:
+        # Quick to rise, slow to fall: when long jobs follow short ones, stop hoarding at once.
+        if self.average is None:
+            self.average = seconds
+        else:
+            weight = 0.5 if seconds > self.average else 0.1
+            self.average += weight * (seconds - self.average)
+
+    def capacity(self) -> int:
+        if self.average is None:
+            return self.concurrency
+        waiting = int(self.concurrency * self.window / max(self.average, 1e-6))
+        return min(self.concurrency + waiting, self.max_held)
+
+
 @dataclass
 class _Running:
     job: ClaimedJob
@@ -56,9 +86,7 @@ class ThreadPool:
                  hostname: str, capacity: int | None = None) -> None:
         self.app = app
         self.concurrency = concurrency
-        # Jobs held at once, running or waiting for a thread: a few waiting keep the threads
-        # busy while the next claim is on its way.
-        self.capacity = max(capacity or concurrency, concurrency)
+        self.prefetch = Prefetch(concurrency, capacity)
         self.on_outcome = on_outcome
         self.hostname = hostname
         self._inbox: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
@@ -86,7 +114,19 @@ class ThreadPool:
     def free_slots(self) -> int:
         """How many more jobs this pool takes now (running or waiting)."""
         with self._lock:
-            return self.capacity - self._busy
+            return self.prefetch.capacity() - self._busy
+
+    def capacity(self) -> int:
+        """Jobs this pool holds at most right now (see :class:`Prefetch`)."""
+        with self._lock:
+            return self.prefetch.capacity()
+
+    def room(self) -> tuple[int, int, int]:
+        """(free, capacity, idle) at once: what :meth:`free_slots`, :meth:`capacity` and
+        :meth:`idle_slots` return, under one lock (asked after every job)."""
+        with self._lock:
+            capacity = self.prefetch.capacity()
+            return (capacity - self._busy, capacity, max(self.concurrency - self._busy, 0))
 
     def idle_slots(self) -> int:
         """Threads with nothing to run, even counting the jobs waiting for one."""
@@ -130,6 +170,7 @@ class ThreadPool:
                     return
                 self._busy -= 1
                 self._held.pop(job.id, None)
+                self.prefetch.observe(time.monotonic() - now)
             self.on_outcome(outcome)
 
     def _watch_limits(self) -> None:
@@ -217,7 +258,7 @@ class ProcessPool:
                  hostname: str, capacity: int | None = None) -> None:
         self.app = app
         self.concurrency = concurrency
-        self.capacity = max(capacity or concurrency, concurrency)
+        self.prefetch = Prefetch(concurrency, capacity)
         self.on_outcome = on_outcome
         self.hostname = hostname
         self._inbox: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
@@ -237,7 +278,19 @@ class ProcessPool:
     def free_slots(self) -> int:
         """How many more jobs this pool takes now (running or waiting)."""
         with self._lock:
-            return self.capacity - self._busy
+            return self.prefetch.capacity() - self._busy
+
+    def capacity(self) -> int:
+        """Jobs this pool holds at most right now (see :class:`Prefetch`)."""
+        with self._lock:
+            return self.prefetch.capacity()
+
+    def room(self) -> tuple[int, int, int]:
+        """(free, capacity, idle) at once: what :meth:`free_slots`, :meth:`capacity` and
+        :meth:`idle_slots` return, under one lock (asked after every job)."""
+        with self._lock:
+            capacity = self.prefetch.capacity()
+            return (capacity - self._busy, capacity, max(self.concurrency - self._busy, 0))
 
     def idle_slots(self) -> int:
         """Children with nothing to run, even counting the jobs waiting for one."""
@@ -273,10 +326,12 @@ class ProcessPool:
                 child.process.join(2)
                 return
             soft, hard = time_limits(self.app, job)
+            started = time.monotonic()
             outcome, child = self._run_in(child, job, soft, hard)
             with self._lock:
                 self._held.pop(job.id, None)
                 self._busy -= 1
+                self.prefetch.observe(time.monotonic() - started)
             self.on_outcome(outcome)
 
     def _run_in(self, child: _Child, job: ClaimedJob, soft: float | None,

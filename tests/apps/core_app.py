@@ -8,9 +8,9 @@ from __future__ import annotations
 
 import os
 import time
+from typing import Any
 
 import psycopg
-from typing import Any
 
 from pgtasks import PgTasks
 
