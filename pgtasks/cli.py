@@ -5,74 +5,16 @@ Every option can also be set from the ``PGTASKS_*`` environment variable shown i
 
 from __future__ import annotations
 
-import importlib
-import logging
-import os
-import sys
-from typing import Any
-
 import click
 
+from pgtasks import cli_beat
 from pgtasks.app import PgTasks
-from pgtasks.errors import ConfigurationError, PgTasksError
+from pgtasks.beat import beat_service
+from pgtasks.cli_common import APP_OPTION, AppGroup, app_from, setup_logging
+from pgtasks.cli_workflow import workflow
 
 
-def load_app(spec: str) -> PgTasks:
-    """Find the app named by ``-A``: ``module:attribute``, or a module holding a PgTasks
-    instance (``app`` first), or that module's ``pgtasks``/``tasks`` submodule."""
-    if os.getcwd() not in sys.path:
-        sys.path.insert(0, os.getcwd())
-    module_name, _, attribute = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"-A {spec}: cannot import {module_name!r}: {exc}") from exc
-    if attribute:
-        found = getattr(module, attribute, None)
-        if not isinstance(found, PgTasks):
-            raise ConfigurationError(f"-A {spec}: {attribute!r} is not a PgTasks app")
-        return found
-    for candidate in (getattr(module, "app", None), getattr(module, "pgtasks", None)):
-        if isinstance(candidate, PgTasks):
-            return candidate
-    for value in vars(module).values():
-        if isinstance(value, PgTasks):
-            return value
-    for sub in ("pgtasks_app", "tasks"):
-        try:
-            submodule = importlib.import_module(f"{module_name}.{sub}")
-        except ImportError:
-            continue
-        for value in vars(submodule).values():
-            if isinstance(value, PgTasks):
-                return value
-    raise ConfigurationError(f"-A {spec}: no PgTasks app found in module {module_name!r}")
-
-
-def _setup_logging(level: str) -> None:
-    logging.basicConfig(level=level.upper(),
-                        format="[%(asctime)s: %(levelname)s/%(processName)s] %(message)s")
-
-
-class _AppGroup(click.Group):
-    def invoke(self, ctx: click.Context) -> Any:
-        try:
-            return super().invoke(ctx)
-        except PgTasksError as exc:
-            raise click.ClickException(str(exc)) from exc
-
-
-APP_OPTION = click.option("-A", "--app", "app_spec", envvar="PGTASKS_APP", show_envvar=True,
-                          required=True, help="The app: module or module:attribute.")
-
-
-def _app(ctx: click.Context, app_spec: str) -> PgTasks:
-    app = load_app(app_spec)
-    ctx.call_on_close(app.close)
-    return app
-
-
-@click.group(cls=_AppGroup)
+@click.group(cls=AppGroup)
 @click.version_option(package_name="pgtasks")
 def main() -> None:
     """pgtasks: a durable, Celery-compatible task queue on Postgres."""
@@ -100,8 +42,8 @@ def worker(ctx: click.Context, app_spec: str, queues: str | None, concurrency: i
            pool: str | None, loglevel: str, hostname: str | None,
            shutdown_grace: float | None, with_beat: bool) -> None:
     """Run a worker."""
-    _setup_logging(loglevel)
-    app = _app(ctx, app_spec)
+    setup_logging(loglevel)
+    app = app_from(ctx, app_spec)
     queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
     app.Worker(queues=queue_list, concurrency=concurrency, pool=pool, hostname=hostname,
                shutdown_grace=shutdown_grace,
@@ -121,7 +63,7 @@ def db() -> None:
 @click.pass_context
 def db_migrate(ctx: click.Context, app_spec: str | None, dsn: str | None) -> None:
     """Apply pending schema migrations."""
-    app = _app(ctx, app_spec) if app_spec else PgTasks(dsn=dsn)
+    app = app_from(ctx, app_spec) if app_spec else PgTasks(dsn=dsn)
     if dsn:
         app.conf.dsn = dsn
     applied = app.migrate()
@@ -133,7 +75,7 @@ def db_migrate(ctx: click.Context, app_spec: str | None, dsn: str | None) -> Non
 @click.pass_context
 def status(ctx: click.Context, app_spec: str) -> None:
     """Queues with job counts by state, and live workers."""
-    app = _app(ctx, app_spec)
+    app = app_from(ctx, app_spec)
     store = app.store
     click.echo(f"{'queue':<24}{'ready':>10}{'scheduled':>11}{'running':>9}")
     for row in store.queue_counts():
@@ -163,7 +105,7 @@ def status(ctx: click.Context, app_spec: str) -> None:
 @click.pass_context
 def purge(ctx: click.Context, app_spec: str, queues: str | None, force: bool) -> None:
     """Delete every queued (not running) job."""
-    app = _app(ctx, app_spec)
+    app = app_from(ctx, app_spec)
     names = [q.strip() for q in queues.split(",") if q.strip()] if queues else []
     what = ", ".join(names) if names else "all queues"
     if not force:
@@ -171,13 +113,6 @@ def purge(ctx: click.Context, app_spec: str, queues: str | None, force: bool) ->
     click.echo(f"purged {app.store.purge(names)} jobs from {what}")
 
 
-# The scheduler's commands live in their own module; registered here, once main exists.
-from pgtasks import cli_beat  # noqa: E402
-from pgtasks.beat import beat_service  # noqa: E402
-
 main.add_command(cli_beat.beat)
 main.add_command(cli_beat.schedule)
-
-from pgtasks.cli_workflow import workflow  # noqa: E402
-
 main.add_command(workflow)

@@ -7,7 +7,7 @@ from datetime import datetime
 import click
 
 from pgtasks.beat import Beat, load_entries, run_now, set_paused, utc_now
-from pgtasks.cli import APP_OPTION, _app, _setup_logging
+from pgtasks.cli_common import APP_OPTION, app_from, setup_logging
 
 
 @click.command()
@@ -21,8 +21,8 @@ from pgtasks.cli import APP_OPTION, _app, _setup_logging
 @click.pass_context
 def beat(ctx: click.Context, app_spec: str, loglevel: str, max_interval: float | None) -> None:
     """Run the scheduler: enqueue each tick of the app's schedules once, however many run."""
-    _setup_logging(loglevel)
-    Beat(_app(ctx, app_spec), max_loop_interval=max_interval).run()
+    setup_logging(loglevel)
+    Beat(app_from(ctx, app_spec), max_loop_interval=max_interval).run()
 
 
 @click.group()
@@ -39,7 +39,7 @@ def _when(value: datetime | None) -> str:
 @click.pass_context
 def schedule_list(ctx: click.Context, app_spec: str) -> None:
     """Every registered schedule: its state, last tick, next tick and runs."""
-    app = _app(ctx, app_spec)
+    app = app_from(ctx, app_spec)
     entries = load_entries(app)
     rows = app.store.list_schedules()
     if not rows:
@@ -64,7 +64,7 @@ def schedule_list(ctx: click.Context, app_spec: str) -> None:
 @click.pass_context
 def schedule_pause(ctx: click.Context, app_spec: str, name: str) -> None:
     """Stop enqueuing NAME's ticks until it is resumed."""
-    set_paused(_app(ctx, app_spec), name, True)
+    set_paused(app_from(ctx, app_spec), name, True)
     click.echo(f"paused {name}")
 
 
@@ -74,7 +74,7 @@ def schedule_pause(ctx: click.Context, app_spec: str, name: str) -> None:
 @click.pass_context
 def schedule_resume(ctx: click.Context, app_spec: str, name: str) -> None:
     """Resume NAME from now (the ticks missed while paused are skipped)."""
-    set_paused(_app(ctx, app_spec), name, False)
+    set_paused(app_from(ctx, app_spec), name, False)
     click.echo(f"resumed {name}")
 
 
@@ -84,5 +84,5 @@ def schedule_resume(ctx: click.Context, app_spec: str, name: str) -> None:
 @click.pass_context
 def schedule_run_now(ctx: click.Context, app_spec: str, name: str) -> None:
     """Enqueue one extra run of NAME now, leaving its schedule as it is."""
-    task_id = run_now(_app(ctx, app_spec), name, utc_now)
+    task_id = run_now(app_from(ctx, app_spec), name, utc_now)
     click.echo(f"enqueued {name}: {task_id}")

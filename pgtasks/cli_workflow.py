@@ -7,7 +7,7 @@ from typing import Any
 
 import click
 
-from pgtasks.cli import APP_OPTION, _app
+from pgtasks.cli_common import APP_OPTION, app_from
 
 JSON_OPTION = click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 
@@ -40,7 +40,7 @@ def workflow() -> None:
 def list_(ctx: click.Context, app_spec: str, status: str | None, name: str | None, limit: int,
           as_json: bool) -> None:
     """List workflow runs, newest first."""
-    found = _app(ctx, app_spec).list_workflows(status=status, name=name, limit=limit)
+    found = app_from(ctx, app_spec).list_workflows(status=status, name=name, limit=limit)
     if as_json:
         _echo_json(found)
         return
@@ -57,7 +57,7 @@ def list_(ctx: click.Context, app_spec: str, status: str | None, name: str | Non
 @click.pass_context
 def get(ctx: click.Context, app_spec: str, workflow_id: str, as_json: bool) -> None:
     """Show one run: status, arguments, output or error."""
-    info = _app(ctx, app_spec).get_workflow(workflow_id)
+    info = app_from(ctx, app_spec).get_workflow(workflow_id)
     if as_json:
         _echo_json(info)
         return
@@ -72,7 +72,7 @@ def get(ctx: click.Context, app_spec: str, workflow_id: str, as_json: bool) -> N
 @click.pass_context
 def steps(ctx: click.Context, app_spec: str, workflow_id: str, as_json: bool) -> None:
     """Show a run's checkpoints: inputs, output or error, attempts, timing."""
-    found = _app(ctx, app_spec).workflow_steps(workflow_id)
+    found = app_from(ctx, app_spec).workflow_steps(workflow_id)
     if as_json:
         _echo_json(found)
         return
@@ -91,7 +91,7 @@ def steps(ctx: click.Context, app_spec: str, workflow_id: str, as_json: bool) ->
 @click.pass_context
 def cancel(ctx: click.Context, app_spec: str, workflow_id: str) -> None:
     """Cancel an unfinished run (it stops at its next checkpoint)."""
-    done = _app(ctx, app_spec).cancel_workflow(workflow_id)
+    done = app_from(ctx, app_spec).cancel_workflow(workflow_id)
     click.echo(f"cancelled {workflow_id}" if done else f"{workflow_id} had already finished")
 
 
@@ -101,7 +101,7 @@ def cancel(ctx: click.Context, app_spec: str, workflow_id: str) -> None:
 @click.pass_context
 def resume(ctx: click.Context, app_spec: str, workflow_id: str) -> None:
     """Resume a cancelled or failed run from its last successful step."""
-    handle = _app(ctx, app_spec).resume_workflow(workflow_id)
+    handle = app_from(ctx, app_spec).resume_workflow(workflow_id)
     click.echo(f"resumed {handle.workflow_id}")
 
 
@@ -116,5 +116,5 @@ def resume(ctx: click.Context, app_spec: str, workflow_id: str) -> None:
 def restart(ctx: click.Context, app_spec: str, workflow_id: str, from_step: int,
             new_id: str | None) -> None:
     """Run a workflow again as a new run (a fork), from step N."""
-    handle = _app(ctx, app_spec).restart_workflow(workflow_id, from_step, new_id)
+    handle = app_from(ctx, app_spec).restart_workflow(workflow_id, from_step, new_id)
     click.echo(f"started {handle.workflow_id} (forked from {workflow_id} at step {from_step})")
