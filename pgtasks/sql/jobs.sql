@@ -108,12 +108,15 @@ WITH outcome AS (
     FROM (SELECT string_agg(task_id, ',') AS ids FROM saved) s
     WHERE ids IS NOT NULL
 ), woken AS (
-    -- A workflow suspended until this job finished (a chain link it waits for) runs again now.
+    -- A workflow suspended until this job finished (a chain link it waits for) runs again now;
+    -- one still running (about to suspend) is flagged, so its suspension doesn't lose this.
     -- (= ANY of an array keeps this an index probe per woken job, nothing when there is none.)
-    UPDATE pgtasks.jobs w SET run_at = now()
+    UPDATE pgtasks.jobs w
+    SET run_at = CASE WHEN w.state = 'queued' THEN now() ELSE w.run_at END,
+        wake_pending = (w.state = 'running')
     WHERE w.task_id = ANY(ARRAY(SELECT wake FROM done WHERE wake IS NOT NULL))
-      AND w.state = 'queued' AND w.run_at > now()
-    RETURNING w.queue
+      AND ((w.state = 'queued' AND w.run_at > now()) OR w.state = 'running')
+    RETURNING w.queue, w.state
 ), counted AS (
     -- Chord members count down their chord; the row lock serializes concurrent completions.
     UPDATE pgtasks.chords c SET remaining = c.remaining - d.n
@@ -130,7 +133,7 @@ WITH outcome AS (
     RETURNING queue
 ), nudged AS (
     SELECT pg_notify('pgtasks_jobs', queue)
-    FROM (SELECT queue FROM woken UNION SELECT queue FROM fired) q
+    FROM (SELECT queue FROM woken WHERE state = 'queued' UNION SELECT queue FROM fired) q
 )
 SELECT d.id, (SELECT count(*) FROM told) + (SELECT count(*) FROM nudged) AS told FROM done d;
 
@@ -144,12 +147,18 @@ RETURNING id;
 
 -- name: defer
 -- Put one of this worker's jobs back in the queue until a given time without counting a retry
--- (a durable sleep or a wait that should not hold a worker slot).
-UPDATE pgtasks.jobs
-SET state = 'queued', worker_id = NULL, started_at = NULL,
-    run_at = greatest(now(), %(run_at)s)
-WHERE id = %(id)s AND worker_id = %(worker_id)s AND state = 'running'
-RETURNING id;
+-- (a durable sleep or a wait that should not hold a worker slot); at once, if what it waits for
+-- arrived while it was still running.
+WITH deferred AS (
+    UPDATE pgtasks.jobs
+    SET state = 'queued', worker_id = NULL, started_at = NULL, wake_pending = false,
+        run_at = CASE WHEN wake_pending THEN now() ELSE greatest(now(), %(run_at)s) END
+    WHERE id = %(id)s AND worker_id = %(worker_id)s AND state = 'running'
+    RETURNING id, queue, run_at <= now() AS ready
+)
+SELECT id, (SELECT count(*) FROM (SELECT pg_notify('pgtasks_jobs', queue) FROM deferred
+                                  WHERE ready) n) AS woken
+FROM deferred;
 
 -- name: release
 -- Give unfinished jobs back to the queue on shutdown, as if they had never been delivered.

@@ -29,7 +29,10 @@ CREATE TABLE pgtasks.jobs (
     dedup_key      text,
     partition_key  text,
     revoked        boolean     NOT NULL DEFAULT false,
-    last_error     text
+    last_error     text,
+    -- Set when something a running job waits for arrives before the job has suspended itself:
+    -- its suspension (jobs.defer) then requeues it to run at once instead of at its fallback.
+    wake_pending   boolean     NOT NULL DEFAULT false
 );
 CREATE UNIQUE INDEX jobs_task_id ON pgtasks.jobs (task_id);
 -- The claim reads only this index: ready rows, in the order they are served.

@@ -103,12 +103,16 @@ WITH sent AS (
     VALUES (%(workflow_id)s, %(topic)s, %(content_type)s, %(message)s)
     RETURNING id
 ), woken AS (
-    UPDATE pgtasks.jobs SET run_at = now()
-    WHERE task_id = %(workflow_id)s AND state = 'queued' AND run_at > now()
-    RETURNING queue
+    -- A running workflow (about to suspend in recv) is flagged so its suspension sees this.
+    UPDATE pgtasks.jobs
+    SET run_at = CASE WHEN state = 'queued' THEN now() ELSE run_at END,
+        wake_pending = (state = 'running')
+    WHERE task_id = %(workflow_id)s
+      AND ((state = 'queued' AND run_at > now()) OR state = 'running')
+    RETURNING queue, state
 )
 SELECT (SELECT id FROM sent), (SELECT count(*) FROM (SELECT pg_notify('pgtasks_jobs', queue)
-                                                    FROM woken) n);
+                                                    FROM woken WHERE state = 'queued') n);
 
 -- name: take_message
 -- Take the oldest message of a topic (the caller checkpoints it in the same transaction).

@@ -158,10 +158,10 @@ def utcnow() -> datetime:
 def recheck_at(ctx: WorkflowContext, since: datetime, limit: datetime | None = None) -> datetime:
     """When a workflow that gave its slot back to wait (since ``since``) should look again.
 
-    It is normally woken before that, by the completion or message it waits for; this is the
-    safety net for a wake-up that lands between its last look and its suspension. Waiting half
-    the time already waited (0.25 s at least, ``workflow_wait_poll_interval`` at most) bounds
-    the delay such a lost wake-up can add, relative to the wait itself.
+    It is woken before that by the completion or message it waits for, also when that lands
+    between its last look and its suspension (``jobs.wake_pending``); this is only a safety net
+    (a message sent by an older version, a row changed by hand). Waiting half the time already
+    waited (0.25 s at least, ``workflow_wait_poll_interval`` at most) bounds what it can add.
     """
     now = utcnow()
     waited = max(0.0, (now - since).total_seconds())
