@@ -177,21 +177,45 @@ SELECT state, retries, last_error, revoked, task_name, queue FROM pgtasks.jobs
 WHERE task_id = %(task_id)s;
 
 -- name: revoke_queued
--- Revoke a job that has not started: remove it and record it as REVOKED.
+-- Revoke a job that has not started: remove it and record it as REVOKED. Like a completion, it
+-- counts down its chord (firing it when it was the last member) and wakes a waiting workflow.
 WITH gone AS (
     DELETE FROM pgtasks.jobs
     WHERE task_id = %(task_id)s AND state = 'queued'
-    RETURNING task_id, task_name, queue, retries, parent_id
+    RETURNING task_id, task_name, queue, retries, parent_id, headers->>'wake' AS wake,
+              headers->>'chord' AS chord_id
 ), saved AS (
     INSERT INTO pgtasks.results AS r (task_id, task_name, queue, state, retries, parent_id,
                                       exc_type, exc_message)
-    SELECT task_id, task_name, queue, 'REVOKED', retries, parent_id, 'TaskRevokedError',
-           %(reason)s
+    SELECT task_id, task_name, queue, 'REVOKED', retries, parent_id,
+           'pgtasks.errors.TaskRevokedError', %(reason)s
     FROM gone
     ON CONFLICT (task_id) DO UPDATE SET state = 'REVOKED', date_done = now()
     RETURNING task_id
+), woken AS (
+    UPDATE pgtasks.jobs w
+    SET run_at = CASE WHEN w.state = 'queued' THEN now() ELSE w.run_at END,
+        wake_pending = (w.state = 'running')
+    WHERE w.task_id = ANY(ARRAY(SELECT wake FROM gone WHERE wake IS NOT NULL))
+      AND ((w.state = 'queued' AND w.run_at > now()) OR w.state = 'running')
+    RETURNING w.queue, w.state
+), counted AS (
+    UPDATE pgtasks.chords c SET remaining = c.remaining - 1
+    FROM gone g
+    WHERE c.chord_id = g.chord_id
+    RETURNING c.chord_id, c.remaining, c.queue, c.content_type, c.payload
+), fired AS (
+    INSERT INTO pgtasks.jobs (task_id, task_name, queue, content_type, payload)
+    SELECT 'chord:' || chord_id, 'pgtasks.chord_fire', queue, content_type, payload
+    FROM counted WHERE remaining = 0
+    ON CONFLICT DO NOTHING
+    RETURNING queue
+), nudged AS (
+    SELECT pg_notify('pgtasks_jobs', queue)
+    FROM (SELECT queue FROM woken WHERE state = 'queued' UNION SELECT queue FROM fired) q
 )
-SELECT task_id, pg_notify('pgtasks_results', task_id) FROM saved;
+SELECT task_id, pg_notify('pgtasks_results', task_id), (SELECT count(*) FROM nudged) AS nudged
+FROM saved;
 
 -- name: revoke_running
 -- Mark a running job revoked: its outcome will be recorded as REVOKED.
