@@ -29,8 +29,6 @@ def wf(dsn: str) -> Iterator[str]:
     app.conf.dsn = dsn
     with psycopg.connect(dsn, autocommit=True) as conn:
         conn.execute(workflow_app.MARKS_DDL)
-    # Store.pool() is created lazily and not under a lock: open it before threads race for it.
-    app.store.pool()
     yield dsn
     app.close()
 

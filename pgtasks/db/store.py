@@ -312,12 +312,21 @@ class Store:
 
     def prune_results(self, conn: psycopg.Connection[Any], max_age: float,
                       limit: int = 5000) -> int:
+        """Delete task results, finished workflow runs (with their steps and events) and
+        untaken messages older than ``max_age`` seconds, in bounded batches."""
         total = 0
         while True:
             cur = conn.execute(query("results.prune_results"),
                                {"max_age": max_age, "limit": limit})
             total += cur.rowcount
             if cur.rowcount < limit:
+                break
+        while True:
+            row = conn.execute(query("results.prune_workflows"),
+                               {"max_age": max_age, "limit": limit}).fetchone()
+            runs, messages = (int(row[0]), int(row[1])) if row else (0, 0)
+            total += runs + messages
+            if runs < limit and messages < limit:
                 return total
 
     # -- results and inspection -------------------------------------------------------------

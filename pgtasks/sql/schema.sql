@@ -96,6 +96,9 @@ CREATE TABLE pgtasks.workflows (
 CREATE INDEX workflows_created ON pgtasks.workflows (created_at);
 CREATE INDEX workflows_status ON pgtasks.workflows (status, created_at)
     WHERE status IN ('PENDING', 'RUNNING');
+-- Finished runs in the order they are pruned (after result_expires, like task results).
+CREATE INDEX workflows_finished ON pgtasks.workflows (updated_at)
+    WHERE status IN ('SUCCESS', 'FAILURE', 'CANCELLED');
 
 -- The checkpoints of a workflow: one row per finished step (or sleep, message, event, child
 -- link), keyed by its position in the workflow's deterministic order of durable calls.
