@@ -171,11 +171,12 @@ def test_a_task_queued_from_a_task_records_its_parent(app: PgTasks, worker: Work
     def spawner(self):
         return core_app.add.delay(1, 1).id
 
-    child_id = spawner.delay().get(timeout=10)
+    spawned = spawner.delay()
+    child_id = spawned.get(timeout=10)
+    assert app.AsyncResult(child_id).get(timeout=10) == 2
     parent = scalar(app.dsn, "SELECT parent_id FROM pgtasks.results WHERE task_id = %s",
                     (child_id,))
-    wait_until(lambda: app.AsyncResult(child_id).ready())
-    assert parent is not None
+    assert parent == spawned.id
 
 
 def test_old_results_are_pruned_after_result_expires(app: PgTasks, worker: Worker):

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import threading
 import time
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Iterable, Iterator, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
@@ -130,6 +130,17 @@ class Store:
         """A dedicated autocommit connection (the worker's claim, completion and listen ones)."""
         kwargs.setdefault("autocommit", True)
         return connect(self.dsn, **kwargs)
+
+    def claim_connection(self) -> psycopg.Connection[Any]:
+        """A dedicated connection for claiming: its commits do not wait for the WAL to reach
+        the disk (see ``jobs.claim_session``), which takes a flush off every claim's latency."""
+        conn = self.connect()
+        try:
+            conn.execute(query("jobs.claim_session"))
+        except BaseException:
+            conn.close()
+            raise
+        return conn
 
     @contextlib.contextmanager
     def _borrow(self, conn: psycopg.Connection[Any] | None) -> Iterator[psycopg.Connection[Any]]:
@@ -284,6 +295,13 @@ class Store:
     def release(self, conn: psycopg.Connection[Any], worker_id: int,
                 job_ids: Sequence[int]) -> None:
         conn.execute(query("jobs.release"), {"ids": list(job_ids), "worker_id": worker_id})
+
+    def release_unheld(self, conn: psycopg.Connection[Any], worker_id: int,
+                       keep: Iterable[int]) -> int:
+        """Requeue this worker's running jobs other than ``keep``; returns how many."""
+        row = conn.execute(query("jobs.release_unheld"),
+                           {"worker_id": worker_id, "keep": list(keep)}).fetchone()
+        return int(row[0]) if row else 0
 
     def register_worker(self, conn: psycopg.Connection[Any], *, name: str, hostname: str,
                         pid: int, queues: Sequence[str], concurrency: int,

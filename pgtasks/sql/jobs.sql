@@ -43,6 +43,12 @@ SELECT task_id, (SELECT count(*) FROM woken) AS woken FROM ins;
 -- The task id of the queued or running job holding a deduplication key.
 SELECT task_id FROM pgtasks.jobs WHERE dedup_key = %(dedup_key)s;
 
+-- name: claim_session
+-- Set up a worker's claim connection: a claim's commit need not wait for its WAL flush. A claim
+-- lost in a server crash leaves its job queued, as the reaper would anyway; and the completion
+-- (a synchronous commit) flushes the WAL up to and including the claim it follows.
+SET synchronous_commit = off;
+
 -- name: claim
 -- Take up to n ready jobs of the given queues for one worker, queue by queue in the order given,
 -- each in its serving order (higher priority first, then oldest). Locked rows are skipped.
@@ -139,20 +145,24 @@ SELECT d.id, (SELECT count(*) FROM told) + (SELECT count(*) FROM nudged) AS told
 
 -- name: retry
 -- Put one of this worker's jobs back in the queue to run again after a delay, counting a retry.
+-- A job revoked while it ran is due at once instead: its next delivery records it REVOKED.
 UPDATE pgtasks.jobs
 SET state = 'queued', worker_id = NULL, started_at = NULL, retries = retries + 1,
-    run_at = now() + make_interval(secs => %(delay)s), last_error = %(error)s
+    run_at = CASE WHEN revoked THEN now() ELSE now() + make_interval(secs => %(delay)s) END,
+    last_error = %(error)s
 WHERE id = %(id)s AND worker_id = %(worker_id)s AND state = 'running'
 RETURNING id;
 
 -- name: defer
 -- Put one of this worker's jobs back in the queue until a given time without counting a retry
 -- (a durable sleep or a wait that should not hold a worker slot); at once, if what it waits for
--- arrived while it was still running.
+-- arrived while it was still running, or if it was revoked meanwhile (its next delivery records
+-- it REVOKED).
 WITH deferred AS (
     UPDATE pgtasks.jobs
     SET state = 'queued', worker_id = NULL, started_at = NULL, wake_pending = false,
-        run_at = CASE WHEN wake_pending THEN now() ELSE greatest(now(), %(run_at)s) END
+        run_at = CASE WHEN wake_pending OR revoked THEN now()
+                      ELSE greatest(now(), %(run_at)s) END
     WHERE id = %(id)s AND worker_id = %(worker_id)s AND state = 'running'
     RETURNING id, queue, run_at <= now() AS ready
 )
@@ -170,6 +180,20 @@ WITH released AS (
     RETURNING queue
 )
 SELECT pg_notify('pgtasks_jobs', queue) FROM released GROUP BY queue;
+
+-- name: release_unheld
+-- After a claim whose reply was lost: give back the running jobs recorded as this worker's that
+-- it does not hold (it never received them), as if they had never been delivered.
+WITH released AS (
+    UPDATE pgtasks.jobs
+    SET state = 'queued', worker_id = NULL, started_at = NULL,
+        deliveries = greatest(deliveries - 1, 0)
+    WHERE worker_id = %(worker_id)s AND state = 'running' AND NOT (id = ANY(%(keep)s::bigint[]))
+    RETURNING queue
+), woken AS (
+    SELECT pg_notify('pgtasks_jobs', queue) FROM released GROUP BY queue
+)
+SELECT (SELECT count(*) FROM released) AS released, (SELECT count(*) FROM woken) AS woken;
 
 -- name: job_status
 -- What the hot table knows of a task: queued, waiting to retry, or running.

@@ -80,6 +80,7 @@ class Worker:
         self._lease: Lease | None = None
         self._reconnect_max = float(conf.worker_reconnect_max_delay)
         self.completed = 0
+        self._unrecorded: set[int] = set()
         warn_unknown_queues(self.queues, known_queues(
             conf.task_default_queue, app.queue_specs, (t.queue for t in app.tasks.values()),
             conf.task_routes), repr(app))
@@ -171,6 +172,7 @@ class Worker:
         assert self._pool is not None
         conn: psycopg.Connection[Any] | None = None
         delay = 0.05
+        claim_lost = False
         while not self._stopping.is_set():
             self._wake.clear()
             wanted = self._claim_size()
@@ -178,11 +180,17 @@ class Worker:
             if wanted > 0:
                 try:
                     if conn is None or conn.closed:
-                        conn = self.app.store.connect()
+                        conn = self.app.store.claim_connection()
+                    if claim_lost:
+                        self._release_unheld(conn)
+                        claim_lost = False
                     jobs = self.claim(conn, wanted)
                     delay = 0.05
                 except (psycopg.Error, PgTasksError) as exc:
                     log.warning("claim failed (%s); reconnecting in %.2fs", exc, delay)
+                    # The claim may have committed with its reply lost: its jobs would stay
+                    # ours, unrun, for as long as this worker lives. Give them back first thing.
+                    claim_lost = True
                     if conn is not None:
                         conn.close()
                     conn = None
@@ -197,6 +205,19 @@ class Worker:
             self._wake.wait(self.poll_interval)
         if conn is not None:
             conn.close()
+
+    def _release_unheld(self, conn: psycopg.Connection[Any]) -> None:
+        """Give back jobs recorded as this worker's that it neither holds nor has finished.
+
+        The pool reports a job's outcome before it stops holding it, so reading what the pool
+        holds first and then what is unrecorded can't miss a job moving from one to the other.
+        """
+        assert self._pool is not None
+        keep = set(self._pool.held_job_ids())
+        keep |= set(self._unrecorded)
+        released = self.app.store.release_unheld(conn, self.worker_id, keep)
+        if released:
+            log.warning("gave back %d jobs of a claim whose reply was lost", released)
 
     def _claim_size(self) -> int:
         """How many jobs to claim now: as many as fit when a slot is idle or half the capacity
@@ -236,6 +257,8 @@ class Worker:
     # -- completing --------------------------------------------------------------------------
 
     def _on_outcome(self, outcome: Outcome) -> None:
+        # Until its outcome is written, a finished job is still this worker's (release_unheld).
+        self._unrecorded.add(outcome.job_id)
         self._outcomes.put(outcome)
         if not self._wake.is_set() and self._claim_size():
             self._wake.set()
@@ -264,6 +287,7 @@ class Worker:
                 if conn is None or conn.closed:
                     conn = self.app.store.connect()
                 self._write(conn, pending)
+                self._unrecorded.difference_update(o.job_id for o in pending)
                 pending = []
                 delay = 0.05
             except (psycopg.Error, PgTasksError) as exc:

@@ -9,6 +9,7 @@ fresh thread takes its slot. Nothing holds a slot forever.
 
 from __future__ import annotations
 
+import contextlib
 import ctypes
 import logging
 import multiprocessing
@@ -35,7 +36,8 @@ OnOutcome = Callable[[Outcome], None]
 
 
 def _raise_in_thread(thread_id: int, exc_type: type[BaseException]) -> None:
-    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id), ctypes.py_object(exc_type))
+    ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread_id),
+                                               ctypes.py_object(exc_type))
 
 
 class Prefetch:
@@ -162,16 +164,36 @@ class ThreadPool:
                 outcome = execute(self.app, job, self.hostname)
             except BaseException as exc:  # noqa: BLE001 - includes injected limits
                 outcome = failure(job.id, exc)
-            with self._lock:
-                self._running.pop(me, None)
-                if me in self._abandoned:
-                    # The hard limit already failed this job and gave its slot away.
-                    self._abandoned.discard(me)
-                    return
+            if me not in self._abandoned:
+                # Reported before the job leaves _held: it is always in one of the two (see
+                # Worker). Should the hard limit abandon this thread right now, the job gets two
+                # outcomes, and the statement that records the first ignores the second.
+                self.on_outcome(outcome)
+            while True:
+                try:
+                    abandoned = self._finish(me, job, now)
+                    break
+                except (SoftTimeLimitExceeded, TimeLimitExceeded):
+                    # A limit that fired just as the job returned: the job is already done.
+                    continue
+            if abandoned:
+                return
+
+    def _finish(self, me: int, job: ClaimedJob, started: float) -> bool:
+        """Give the slot back after a job; True if the hard limit had already abandoned this
+        thread. Safe to run again if an injected limit interrupts it: each step is idempotent,
+        and the slot is counted back only by the call that took the job out of ``_held``."""
+        with self._lock:
+            self._running.pop(me, None)
+            held = self._held.pop(job.id, None)
+            if held is not None:
                 self._busy -= 1
-                self._held.pop(job.id, None)
-                self.prefetch.observe(time.monotonic() - now)
-            self.on_outcome(outcome)
+            if me in self._abandoned:
+                # The hard limit already failed this job and gave its slot away.
+                self._abandoned.discard(me)
+                return True
+        self.prefetch.observe(time.monotonic() - started)
+        return False
 
     def _watch_limits(self) -> None:
         while not self._stopping.wait(0.05):
@@ -179,18 +201,19 @@ class ThreadPool:
             expired: list[tuple[int, _Running]] = []
             with self._lock:
                 for ident, run in self._running.items():
-                    if run.soft is not None and not run.soft_fired and now - run.started >= run.soft:
+                    elapsed = now - run.started
+                    if run.soft is not None and not run.soft_fired and elapsed >= run.soft:
                         run.soft_fired = True
                         _raise_in_thread(ident, SoftTimeLimitExceeded)
-                    if run.hard is not None and now - run.started >= run.hard:
+                    if run.hard is not None and elapsed >= run.hard:
                         expired.append((ident, run))
                 for ident, run in expired:
                     self._running.pop(ident, None)
                     self._held.pop(run.job.id, None)
                     self._abandoned.add(ident)
                     self._busy -= 1
-            for ident, run in expired:
-                _raise_in_thread(ident, TimeLimitExceeded)
+                    _raise_in_thread(ident, TimeLimitExceeded)
+            for _ident, run in expired:
                 self.on_outcome(failure(run.job.id, TimeLimitExceeded(
                     f"task {run.job.task_name}[{run.job.task_id}] exceeded its hard time limit "
                     f"of {run.hard:g}s and was stopped"), with_traceback=False))
@@ -241,10 +264,8 @@ class _Child:
 
     def kill(self) -> None:
         if self.process.pid is not None:
-            try:
+            with contextlib.suppress(ProcessLookupError):
                 os.kill(self.process.pid, signal.SIGKILL)
-            except ProcessLookupError:
-                pass
         self.process.join(5)
         self.conn.close()
 
@@ -319,20 +340,19 @@ class ProcessPool:
         while True:
             job = self._inbox.get()
             if job is None:
-                try:
+                with contextlib.suppress(OSError):
                     child.conn.send(None)
-                except OSError:
-                    pass
                 child.process.join(2)
                 return
             soft, hard = time_limits(self.app, job)
             started = time.monotonic()
             outcome, child = self._run_in(child, job, soft, hard)
+            # Reported before the job leaves _held: it is always in one of the two (see Worker).
+            self.on_outcome(outcome)
             with self._lock:
                 self._held.pop(job.id, None)
                 self._busy -= 1
                 self.prefetch.observe(time.monotonic() - started)
-            self.on_outcome(outcome)
 
     def _run_in(self, child: _Child, job: ClaimedJob, soft: float | None,
                 hard: float | None) -> tuple[Outcome, _Child]:

@@ -1,0 +1,1 @@
+"""pgtasks' benchmark suite: ``python -m benchmarks`` (see benchmarks/README.md)."""
