@@ -1,4 +1,4 @@
-"""A job waiting for another is woken when it finishes, whichever of the two happens first."""
+"""Hand-offs that must not be lost: a wake-up racing a suspension, a claim whose reply is lost."""
 
 from __future__ import annotations
 
@@ -8,7 +8,8 @@ import psycopg
 
 from pgtasks import PgTasks
 from pgtasks.db.store import Finished, NewJob
-from tests.support import scalar
+from tests.apps import core_app
+from tests.support import rows, scalar, wait_until
 
 
 def _setup(app: PgTasks) -> tuple[psycopg.Connection, int, dict[str, int]]:
@@ -54,3 +55,23 @@ def test_a_suspension_with_nothing_pending_keeps_its_time(app: PgTasks):
         later = dt.datetime.now(dt.UTC) + dt.timedelta(hours=1)
         assert app.store.defer(conn, worker_id, ids["parent"], later)
     assert _delay_of(app) > 3000
+
+
+def test_a_claim_whose_reply_was_lost_gives_its_jobs_back_and_keeps_the_rest(app: PgTasks):
+    worker = app.Worker(concurrency=2, shutdown_grace=5)
+    thread = worker.run_in_background()
+    try:
+        held = core_app.sleepy.delay("held", 1.5)
+        wait_until(lambda: scalar(app.dsn, "SELECT count(*) FROM marks") == 1)
+        lost = core_app.add.apply_async((1, 1), queue="elsewhere")
+        with app.store.connect() as conn:
+            # A claim that committed but whose reply never reached the worker.
+            assert len(app.store.claim(conn, worker.worker_id, ["elsewhere"], 1)) == 1
+            worker._release_unheld(conn)
+        states = dict(rows(app.dsn, "SELECT task_id, state FROM pgtasks.jobs"))
+        assert states == {held.id: "running", lost.id: "queued"}
+        assert held.get(timeout=10) == "held"
+    finally:
+        worker.stop()
+        thread.join(10)
+
