@@ -94,6 +94,10 @@ class TimeLimitExceeded(PgTasksError):  # noqa: N818 - Celery's name
     """The task ran past its hard time limit and was stopped."""
 
 
+class WorkerLostError(PgTasksError):
+    """The process running a task exited before reporting an outcome."""
+
+
 class WorkflowError(PgTasksError):
     """A durable workflow failed or was used incorrectly."""
 

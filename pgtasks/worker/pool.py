@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from multiprocessing.connection import Connection
 from typing import TYPE_CHECKING, Any
 
-from pgtasks.errors import SoftTimeLimitExceeded, TimeLimitExceeded
+from pgtasks.errors import SoftTimeLimitExceeded, TimeLimitExceeded, WorkerLostError
 from pgtasks.worker.execute import Outcome, execute, failure, time_limits
 
 if TYPE_CHECKING:
@@ -79,10 +79,10 @@ class _Running:
     soft_fired: bool = False
 
 
-class ThreadPool:
-    """``concurrency`` threads taking jobs from one queue."""
+class _Slots:
+    """What both pools share: the jobs they hold (running or waiting) and the room left."""
 
-    kind = "threads"
+    kind = ""
 
     def __init__(self, app: PgTasks, concurrency: int, on_outcome: OnOutcome,
                  hostname: str, capacity: int | None = None) -> None:
@@ -94,24 +94,7 @@ class ThreadPool:
         self._inbox: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
         self._lock = threading.Lock()
         self._busy = 0
-        self._running: dict[int, _Running] = {}  # thread ident -> job
         self._held: dict[int, ClaimedJob] = {}
-        self._abandoned: set[int] = set()
-        self._threads: list[threading.Thread] = []
-        self._stopping = threading.Event()
-        self._timer: threading.Thread | None = None
-
-    def start(self) -> None:
-        for _ in range(self.concurrency):
-            self._spawn()
-        self._timer = threading.Thread(target=self._watch_limits, name="pgtasks-limits",
-                                       daemon=True)
-        self._timer.start()
-
-    def _spawn(self) -> None:
-        thread = threading.Thread(target=self._serve, name="pgtasks-task", daemon=True)
-        self._threads.append(thread)
-        thread.start()
 
     def free_slots(self) -> int:
         """How many more jobs this pool takes now (running or waiting)."""
@@ -131,7 +114,7 @@ class ThreadPool:
             return (capacity - self._busy, capacity, max(self.concurrency - self._busy, 0))
 
     def idle_slots(self) -> int:
-        """Threads with nothing to run, even counting the jobs waiting for one."""
+        """Threads or children with nothing to run, even counting the jobs waiting for one."""
         with self._lock:
             return max(self.concurrency - self._busy, 0)
 
@@ -142,13 +125,40 @@ class ThreadPool:
         self._inbox.put(job)
 
     def held_job_ids(self) -> list[int]:
-        """Jobs submitted and not finished: running or waiting for a thread."""
+        """Jobs submitted and not finished: running or waiting for a thread or child."""
         with self._lock:
             return list(self._held)
 
     def idle(self) -> bool:
         with self._lock:
             return self._busy == 0
+
+
+class ThreadPool(_Slots):
+    """``concurrency`` threads taking jobs from one queue."""
+
+    kind = "threads"
+
+    def __init__(self, app: PgTasks, concurrency: int, on_outcome: OnOutcome,
+                 hostname: str, capacity: int | None = None) -> None:
+        super().__init__(app, concurrency, on_outcome, hostname, capacity)
+        self._running: dict[int, _Running] = {}  # thread ident -> job
+        self._abandoned: set[int] = set()
+        self._threads: list[threading.Thread] = []
+        self._stopping = threading.Event()
+        self._timer: threading.Thread | None = None
+
+    def start(self) -> None:
+        for _ in range(self.concurrency):
+            self._spawn()
+        self._timer = threading.Thread(target=self._watch_limits, name="pgtasks-limits",
+                                       daemon=True)
+        self._timer.start()
+
+    def _spawn(self) -> None:
+        thread = threading.Thread(target=self._serve, name="pgtasks-task", daemon=True)
+        self._threads.append(thread)
+        thread.start()
 
     def _serve(self) -> None:
         me = threading.get_ident()
@@ -270,22 +280,14 @@ class _Child:
         self.conn.close()
 
 
-class ProcessPool:
+class ProcessPool(_Slots):
     """``concurrency`` forked child processes; one parent thread drives each child."""
 
     kind = "processes"
 
     def __init__(self, app: PgTasks, concurrency: int, on_outcome: OnOutcome,
                  hostname: str, capacity: int | None = None) -> None:
-        self.app = app
-        self.concurrency = concurrency
-        self.prefetch = Prefetch(concurrency, capacity)
-        self.on_outcome = on_outcome
-        self.hostname = hostname
-        self._inbox: queue.SimpleQueue[ClaimedJob | None] = queue.SimpleQueue()
-        self._lock = threading.Lock()
-        self._busy = 0
-        self._held: dict[int, ClaimedJob] = {}
+        super().__init__(app, concurrency, on_outcome, hostname, capacity)
         self._drivers: list[threading.Thread] = []
         self._children: list[_Child] = []
 
@@ -295,43 +297,6 @@ class ProcessPool:
                                       name="pgtasks-child-driver")
             self._drivers.append(thread)
             thread.start()
-
-    def free_slots(self) -> int:
-        """How many more jobs this pool takes now (running or waiting)."""
-        with self._lock:
-            return self.prefetch.capacity() - self._busy
-
-    def capacity(self) -> int:
-        """Jobs this pool holds at most right now (see :class:`Prefetch`)."""
-        with self._lock:
-            return self.prefetch.capacity()
-
-    def room(self) -> tuple[int, int, int]:
-        """(free, capacity, idle) at once: what :meth:`free_slots`, :meth:`capacity` and
-        :meth:`idle_slots` return, under one lock (asked after every job)."""
-        with self._lock:
-            capacity = self.prefetch.capacity()
-            return (capacity - self._busy, capacity, max(self.concurrency - self._busy, 0))
-
-    def idle_slots(self) -> int:
-        """Children with nothing to run, even counting the jobs waiting for one."""
-        with self._lock:
-            return max(self.concurrency - self._busy, 0)
-
-    def submit(self, job: ClaimedJob) -> None:
-        with self._lock:
-            self._busy += 1
-            self._held[job.id] = job
-        self._inbox.put(job)
-
-    def held_job_ids(self) -> list[int]:
-        """Jobs submitted and not finished: running or waiting for a child."""
-        with self._lock:
-            return list(self._held)
-
-    def idle(self) -> bool:
-        with self._lock:
-            return self._busy == 0
 
     def _drive(self, index: int) -> None:
         child = _Child(self.app, self.hostname)
@@ -382,10 +347,6 @@ class ProcessPool:
             children = list(self._children)
         for child in children:
             child.kill()
-
-
-class WorkerLostError(Exception):
-    """The process running a task exited before reporting an outcome."""
 
 
 def make_pool(kind: str, app: PgTasks, concurrency: int, on_outcome: OnOutcome,
