@@ -81,9 +81,9 @@ RETURNING j.id, j.task_id, j.task_name, j.queue, j.priority, j.run_at, j.expires
 -- this worker (its lease expired and another worker took them) are left alone.
 WITH outcome AS (
     SELECT *
-    FROM unnest(%(ids)s::bigint[], %(states)s::text[], %(content_types)s::text[],
-                %(results)s::bytea[], %(exc_types)s::text[], %(exc_messages)s::text[],
-                %(tracebacks)s::text[], %(store)s::boolean[])
+    FROM unnest(%(ids)b::bigint[], %(states)b::text[], %(content_types)b::text[],
+                %(results)b::bytea[], %(exc_types)b::text[], %(exc_messages)b::text[],
+                %(tracebacks)b::text[], %(store)b::boolean[])
          AS o(id, state, content_type, result, exc_type, exc_message, traceback, store)
 ), done AS (
     DELETE FROM pgtasks.jobs j
