@@ -12,6 +12,7 @@ from pgtasks.app import PgTasks
 from pgtasks.beat import beat_service
 from pgtasks.cli_common import APP_OPTION, AppGroup, app_from, setup_logging
 from pgtasks.cli_workflow import workflow
+from pgtasks.worker.supervisor import Supervisor
 
 
 @click.group(cls=AppGroup)
@@ -37,17 +38,29 @@ def main() -> None:
               default=None, help="Seconds running jobs get to finish after SIGTERM.")
 @click.option("--beat", "with_beat", envvar="PGTASKS_BEAT", show_envvar=True, is_flag=True,
               help="Also run the scheduler in this worker (safe on every worker).")
+@click.option("-P", "--processes", envvar="PGTASKS_PROCESSES", show_envvar=True, type=int,
+              default=1, help="Worker processes to run, each with --concurrency slots "
+                              "(one per core is the recommended set-up for small jobs).")
 @click.pass_context
 def worker(ctx: click.Context, app_spec: str, queues: str | None, concurrency: int | None,
            pool: str | None, loglevel: str, hostname: str | None,
-           shutdown_grace: float | None, with_beat: bool) -> None:
+           shutdown_grace: float | None, with_beat: bool, processes: int) -> None:
     """Run a worker."""
     setup_logging(loglevel)
     app = app_from(ctx, app_spec)
     queue_list = [q.strip() for q in queues.split(",") if q.strip()] if queues else None
-    app.Worker(queues=queue_list, concurrency=concurrency, pool=pool, hostname=hostname,
-               shutdown_grace=shutdown_grace,
-               extra_services=[beat_service] if with_beat else ()).run()
+    if processes < 1:
+        raise click.BadParameter(f"must be >= 1, got {processes}", param_hint="--processes")
+
+    def run_worker() -> None:
+        app.Worker(queues=queue_list, concurrency=concurrency, pool=pool, hostname=hostname,
+                   shutdown_grace=shutdown_grace,
+                   extra_services=[beat_service] if with_beat else ()).run()
+
+    if processes == 1:
+        run_worker()
+    else:
+        ctx.exit(Supervisor(processes, run_worker).run())
 
 
 @main.group()

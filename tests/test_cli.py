@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import os
+import signal
 import subprocess
 import sys
 
 from pgtasks import PgTasks
 from tests.apps import core_app
-from tests.support import REPO, WorkerProcess, scalar, wait_until
+from tests.support import REPO, WorkerProcess, rows, scalar, wait_until
 
 
 def run_cli(dsn: str, *args: str) -> subprocess.CompletedProcess[str]:
@@ -65,3 +66,28 @@ def test_an_app_that_cannot_be_found_is_a_clear_error(app: PgTasks):
     out = run_cli(app.dsn, "status", "-A", "no_such_module_here")
     assert out.returncode != 0
     assert "cannot import 'no_such_module_here'" in out.stderr
+
+
+def worker_pids(dsn: str) -> list[int]:
+    return [row[0] for row in rows(dsn, "SELECT pid FROM pgtasks.workers ORDER BY id")]
+
+
+def test_processes_runs_several_workers_restarts_a_dead_one_and_stops_them_all(app: PgTasks):
+    worker = WorkerProcess(app.dsn, "tests.apps.core_app", "--processes", "2", "-c", "2")
+    try:
+        wait_until(lambda: len(worker_pids(app.dsn)) == 2, message="two worker processes")
+        pids = worker_pids(app.dsn)
+        assert worker.pid not in pids
+        os.kill(pids[0], signal.SIGKILL)
+        wait_until(lambda: scalar(app.dsn, "SELECT count(*) FROM pgtasks.workers "
+                                  "WHERE pid <> ALL(%s)", (pids,)) == 1,
+                   message="a replacement worker process")
+        results = core_app.add.delay_many([(i, i) for i in range(20)])
+        assert [r.get(timeout=20) for r in results] == [2 * i for i in range(20)]
+        worker.signal(signal.SIGTERM)
+        assert worker.wait(20) == 0, worker.output()
+    finally:
+        worker.stop()
+    # The killed one's row stays until its lease expires; the others left cleanly.
+    assert scalar(app.dsn, "SELECT count(*) FROM pgtasks.workers WHERE pid <> %s",
+                  (pids[0],)) == 0
