@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import pytest
 
-from pgtasks import PgTasks, chord, group, states
+from pgtasks import PgTasks, chain, chord, group, states
 from pgtasks.errors import ChordError
 from pgtasks.worker.loop import Worker
 from tests.apps import core_app
+from tests.support import scalar, wait_until
 
 
 def test_revoking_a_queued_chord_member_fails_the_chord_instead_of_hanging(app: PgTasks):
@@ -29,3 +30,17 @@ def test_revoking_a_queued_chord_member_fails_the_chord_instead_of_hanging(app: 
 def test_a_chord_whose_members_all_succeed_still_fires_once(app: PgTasks, worker: Worker):
     result = chord(group(core_app.add.s(i, i) for i in range(5)), core_app.record.s())()
     assert result.get(timeout=15) == [0, 2, 4, 6, 8]
+
+
+def test_cancelling_a_chain_revokes_its_queued_link(app: PgTasks, worker: Worker):
+    chain(core_app.add.s(1, 1), core_app.record.si("never").set(countdown=60)).apply_async(
+        chain_id="to-cancel")
+    wait_until(lambda: scalar(app.dsn, "SELECT count(*) FROM pgtasks.jobs "
+                              "WHERE task_name = 'tests.apps.core_app.record'") == 1,
+               message="the second link to be queued")
+    assert app.cancel_workflow("to-cancel")
+    link_state = scalar(app.dsn, "SELECT state FROM pgtasks.results "
+                        "WHERE task_name = 'tests.apps.core_app.record'")
+    assert link_state == states.REVOKED
+    assert scalar(app.dsn, "SELECT count(*) FROM pgtasks.jobs "
+                  "WHERE task_name = 'tests.apps.core_app.record'") == 0

@@ -370,6 +370,11 @@ class Store:
             return "marked"
         return "unknown"
 
+    def revoke_waited_for(self, workflow_id: str, reason: str) -> int:
+        """Revoke the queued jobs a workflow waits for; returns how many."""
+        ids = [r[0] for r in self._run("jobs.waited_for", {"workflow_id": workflow_id})]
+        return sum(self.revoke(task_id, reason) == "revoked" for task_id in ids)
+
     def purge(self, queues: Sequence[str]) -> int:
         with self._borrow(None) as c:
             return c.execute(query("jobs.purge"), {"queues": list(queues)}).rowcount

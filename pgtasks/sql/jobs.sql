@@ -241,6 +241,10 @@ WITH gone AS (
 SELECT task_id, pg_notify('pgtasks_results', task_id), (SELECT count(*) FROM nudged) AS nudged
 FROM saved;
 
+-- name: waited_for
+-- The queued jobs a workflow waits for (its chain links), to revoke when it is cancelled.
+SELECT task_id FROM pgtasks.jobs WHERE headers->>'wake' = %(workflow_id)s AND state = 'queued';
+
 -- name: revoke_running
 -- Mark a running job revoked: its outcome will be recorded as REVOKED.
 UPDATE pgtasks.jobs SET revoked = true WHERE task_id = %(task_id)s RETURNING worker_id;

@@ -75,10 +75,12 @@ def workflow_steps(app: PgTasks, workflow_id: str) -> list[dict[str, Any]]:
 
 def cancel_workflow(app: PgTasks, workflow_id: str) -> bool:
     """Cancel an unfinished run: a queued or suspended one never runs again; a running one
-    stops at its next checkpoint. False if it had already finished."""
+    stops at its next checkpoint; the queued jobs it waits for (chain links) are revoked.
+    False if it had already finished."""
     cancelled = workflows_of(app).cancel_workflow(workflow_id)
     if cancelled:
         app.store.revoke(workflow_id, "workflow cancelled")
+        app.store.revoke_waited_for(workflow_id, f"workflow {workflow_id} was cancelled")
     elif workflows_of(app).get_workflow(workflow_id) is None:
         raise WorkflowError(f"there is no workflow {workflow_id!r}")
     return cancelled
