@@ -12,6 +12,7 @@ from typing import Any, overload
 
 import psycopg
 
+from pgtasks.calls import CallPlan, plan_call
 from pgtasks.config import Config
 from pgtasks.db.connect import resolve_dsn, validate_dsn
 from pgtasks.db.migrate import migrate
@@ -23,18 +24,13 @@ from pgtasks.errors import (
     ScheduleError,
     TaskError,
 )
-from pgtasks.queues import QueueSpec, declare, partition_for, queue_specs
+from pgtasks.queues import QueueSpec, declare, queue_specs
 from pgtasks.result import AsyncResult, ResultListener
 from pgtasks.routing import route
 from pgtasks.serialization import Serializer
 from pgtasks.task import (
-    CALL_OPTIONS,
     Task,
-    check_priority,
     check_task_options,
-    current_request_stack,
-    new_task_id,
-    resolve_times,
     unknown_option_error,
 )
 
@@ -115,6 +111,10 @@ class PgTasks:
     def result_serializer(self) -> Serializer:
         accept = self.conf.result_accept_content or self.conf.accept_content
         return self._serializer(self.conf.result_serializer, accept)
+
+    def serializer_for(self, name: str) -> Serializer:
+        """A serializer by name (a task's or a call's ``serializer=``), within accept_content."""
+        return self._serializer(name, self.conf.accept_content)
 
     def _serializer(self, name: str, accept: Iterable[str]) -> Serializer:
         key = f"{name}|{','.join(accept)}"
@@ -265,7 +265,7 @@ class PgTasks:
         """Every declared queue: ``task_queues`` and ``app.queue(...)``."""
         return queue_specs(self.conf.task_queues, self.declared_queues)
 
-    def _queue_spec(self, name: str) -> QueueSpec | None:
+    def queue_spec(self, name: str) -> QueueSpec | None:
         # Enqueueing asks this for every job: skip parsing task_queues when it is unset.
         found = self.declared_queues.get(name)
         if found is None and self.conf.task_queues:
@@ -312,13 +312,22 @@ class PgTasks:
         """
         now = datetime.now(UTC)
         jobs: list[NewJob] = []
+        # Calls to one task with the same options object (task.delay_many) share one plan. The
+        # cache holds each options object, so its id can't be reused by another while cached.
+        plans: dict[tuple[str, int], tuple[Mapping[str, Any], CallPlan]] = {}
         for target, args, kwargs, options in calls:
             name = target.name if isinstance(target, Task) else target
-            task = target if isinstance(target, Task) else self.tasks.get(name)
             checked_args, checked_kwargs = self._check_call(name, args, kwargs)
-            if "connection" in options:
-                raise TaskError(f"{name}: pass connection= to enqueue_many, not per call")
-            jobs.append(self.build_job(name, task, checked_args, checked_kwargs, options, now))
+            cached = plans.get((name, id(options)))
+            plan = cached[1] if cached is not None else None
+            if plan is None:
+                task = target if isinstance(target, Task) else self.tasks.get(name)
+                if "connection" in options:
+                    raise TaskError(f"{name}: pass connection= to enqueue_many, not per call")
+                plan = plan_call(self, name, task, checked_args, checked_kwargs, options, now)
+                if plan.reusable:
+                    plans[(name, id(options))] = (options, plan)
+            jobs.append(plan.job(checked_args, checked_kwargs))
         inserted = self.store.enqueue_many(jobs, conn=connection)
         return [AsyncResult(j.task_id, self, j.task_name) for j in jobs if j.task_id in inserted]
 
@@ -358,52 +367,7 @@ class PgTasks:
     def build_job(self, name: str, task: Task | None, args: tuple[Any, ...],
                   kwargs: dict[str, Any], options: Mapping[str, Any], now: datetime) -> NewJob:
         """Validate a call and turn it into a job row."""
-        unknown = set(options) - CALL_OPTIONS
-        if unknown:
-            raise unknown_option_error("apply_async option", name, unknown, CALL_OPTIONS)
-        queue, routed_priority = self.queue_for(name, task, args, kwargs, options)
-        priority = options.get("priority")
-        if priority is None:
-            priority = routed_priority
-        if priority is None and task is not None:
-            priority = task.priority
-        if priority is None:
-            priority = self.conf.task_default_priority
-        check_priority(priority, name)
-        expires = options.get("expires")
-        if expires is None and task is not None:
-            expires = task.expires
-        run_at, expires_at = resolve_times(name, options.get("countdown"), options.get("eta"),
-                                           expires, now)
-        serializer = self.serializer
-        chosen = options.get("serializer") or (task.serializer if task is not None else None)
-        if chosen and chosen != serializer.name:
-            serializer = self._serializer(chosen, self.conf.accept_content)
-        payload = serializer.dumps_call(name, args, kwargs,
-                                        task.run if task is not None else None)
-        headers: dict[str, Any] = {}
-        for key in ("time_limit", "soft_time_limit", "ignore_result", "link", "link_error"):
-            if options.get(key) is not None:
-                headers[key] = options[key]
-        if options.get("headers"):
-            headers["headers"] = dict(options["headers"])
-        parent_id, root_id = options.get("parent_id"), options.get("root_id")
-        stack = current_request_stack()
-        if parent_id is None and stack and stack[-1].id and not stack[-1].is_eager:
-            parent_id = stack[-1].id
-            root_id = root_id or stack[-1].root_id
-        task_id = options.get("task_id") or new_task_id()
-        if not isinstance(task_id, str):
-            raise TaskError(f"{name}: task_id must be a str, got {type(task_id).__name__}")
-        return NewJob(
-            task_id=task_id, task_name=name, queue=queue, content_type=serializer.content_type,
-            payload=payload, priority=priority, run_at=run_at, expires_at=expires_at,
-            headers=headers or None, parent_id=parent_id, root_id=root_id,
-            dedup_key=options.get("deduplication_id"),
-            partition_key=partition_for(self._queue_spec(queue), options.get("partition"), args,
-                                        kwargs, task.run if task is not None else None,
-                                        task is not None and task.bind, name),
-        )
+        return plan_call(self, name, task, args, kwargs, options, now).job(args, kwargs)
 
     # -- workflows (pgtasks/workflow/) ----------------------------------------------------------
 

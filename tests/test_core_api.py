@@ -13,7 +13,7 @@ from pgtasks import PgTasks, states
 from pgtasks.errors import TimeoutError
 from pgtasks.worker.loop import Worker
 from tests.apps import core_app
-from tests.support import scalar, wait_until
+from tests.support import rows, scalar, wait_until
 
 
 def test_a_delayed_call_runs_on_a_worker_and_returns_its_result(app: PgTasks, worker: Worker):
@@ -217,3 +217,23 @@ def test_pickle_is_used_only_when_accepted(dsn: str):
         assert result.state == states.PENDING
     finally:
         picky.close()
+
+
+def test_a_bulk_enqueue_applies_each_calls_own_options(app: PgTasks):
+    # A generator makes (and frees) a new options dict per call: none may borrow another's.
+    app.enqueue_many((core_app.add, (i, i), {}, {"priority": i % 10}) for i in range(50))
+    priorities = [r[0] for r in rows(app.dsn, "SELECT priority FROM pgtasks.jobs ORDER BY id")]
+    assert priorities == [i % 10 for i in range(50)]
+
+
+def test_a_bulk_enqueue_routes_each_call_when_a_router_looks_at_the_arguments(app: PgTasks):
+    def by_parity(name, args, kwargs, options):
+        return {"queue": "even" if args[0] % 2 == 0 else "odd"}
+
+    app.conf.task_routes = [by_parity]
+    try:
+        core_app.add.delay_many([(i, 0) for i in range(6)])
+    finally:
+        app.conf.task_routes = None
+    queues = [r[0] for r in rows(app.dsn, "SELECT queue FROM pgtasks.jobs ORDER BY id")]
+    assert queues == ["even", "odd"] * 3
