@@ -44,6 +44,12 @@ from pathlib import Path
 
 import psycopg
 
+from pgtasks.db.postmaster import (
+    clear_stale_lock_files,
+    is_postmaster,
+    process_stat,
+    read_pidfile,
+)
 from pgtasks.errors import EmbeddedPostgresError
 
 __all__ = ["ensure_server", "running_dsn", "stop_server"]
@@ -119,14 +125,6 @@ class _User:
     gid: int
 
 
-@dataclass(frozen=True)
-class _Pidfile:
-    pid: int
-    port: int | None
-    shmid: int | None
-    status: str
-
-
 # -- public API ------------------------------------------------------------------------------
 
 
@@ -179,8 +177,8 @@ def stop_server(data_root: str | os.PathLike[str] | None = None, timeout: float 
     if not layout.pgdata.is_dir():
         return False
     with _locked(layout):
-        pidfile = _read_pidfile(layout.pgdata)
-        if pidfile is None or not _is_postmaster(pidfile.pid):
+        pidfile = read_pidfile(layout.pgdata)
+        if pidfile is None or not is_postmaster(pidfile.pid):
             return False
         # SIGINT is PostgreSQL's "fast" shutdown. The postmaster removes postmaster.pid as its
         # last act, which (unlike the pid) also works when nobody reaps it.
@@ -188,8 +186,8 @@ def stop_server(data_root: str | os.PathLike[str] | None = None, timeout: float 
             os.kill(pidfile.pid, signal.SIGINT)
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
-            current = _read_pidfile(layout.pgdata)
-            if current is None or current.pid != pidfile.pid or not _is_postmaster(current.pid):
+            current = read_pidfile(layout.pgdata)
+            if current is None or current.pid != pidfile.pid or not is_postmaster(current.pid):
                 logger.info("embedded Postgres in %s stopped", layout.pgdata)
                 return True
             time.sleep(0.02)
@@ -400,99 +398,17 @@ def _run(
         raise EmbeddedPostgresError(f"cannot run {what} ({os.fspath(cmd[0])}): {exc}") from exc
 
 
-def _process_stat(pid: int) -> tuple[str, str, int] | None:
-    """(comm, state, ppid) of a process from /proc, or None if it does not exist."""
-    try:
-        raw = Path(f"/proc/{pid}/stat").read_text()
-    except FileNotFoundError:
-        return None
-    except OSError:
-        return ("", "?", 0)
-    comm = raw[raw.index("(") + 1 : raw.rindex(")")]
-    state, ppid = raw[raw.rindex(")") + 2 :].split()[:2]
-    return comm, state, int(ppid)
-
-
-def _is_postmaster(pid: int) -> bool:
-    """Whether *pid* is a live (not zombie) postgres process."""
-    if Path("/proc/self/stat").exists():
-        info = _process_stat(pid)
-        return info is not None and info[0] == "postgres" and info[1] not in ("Z", "X")
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-def _read_pidfile(pgdata: Path) -> _Pidfile | None:
-    try:
-        lines = (pgdata / "postmaster.pid").read_text().splitlines()
-    except FileNotFoundError:
-        return None
-    except OSError as exc:
-        raise EmbeddedPostgresError(f"cannot read {pgdata / 'postmaster.pid'}: {exc}") from exc
-    # Lines: pid, data dir, start time, port, socket dir, listen address, shmem key, status.
-    try:
-        pid = int(lines[0])
-    except (IndexError, ValueError):
-        return None  # being written
-    port = int(lines[3]) if len(lines) > 3 and lines[3].strip().isdigit() else None
-    shm = lines[6].split() if len(lines) > 6 else []
-    shmid = int(shm[1]) if len(shm) == 2 and shm[1].isdigit() else None
-    status = lines[7].strip() if len(lines) > 7 else ""
-    return _Pidfile(pid, port, shmid, status)
-
-
-def _shared_memory_attached(pidfile: _Pidfile) -> bool:
-    """Whether processes are still attached to the old postmaster's shared memory segment."""
-    try:
-        rows = Path("/proc/sysvipc/shm").read_text().splitlines()[1:]
-    except OSError:
-        return True  # cannot tell: assume the worst
-    for row in rows:
-        fields = row.split()
-        if len(fields) > 6 and fields[1] == str(pidfile.shmid):
-            return int(fields[6]) > 0
-    return False
-
-
-def _clear_stale_lock_files(pgdata: Path) -> None:
-    """Remove the lock files of a dead postmaster whose pid PostgreSQL would take as alive.
-
-    After a kill -9 the postmaster stays a zombie until init reaps it (some inits never do),
-    or its pid is reused by another process: either way PostgreSQL refuses to start. The lock
-    files are only removed once no process is attached to the old shared memory, which is the
-    interlock PostgreSQL itself relies on.
-    """
-    pidfile = _read_pidfile(pgdata)
-    if (
-        pidfile is None
-        or not Path(f"/proc/{pidfile.pid}").exists()  # gone: PostgreSQL copes by itself
-        or _is_postmaster(pidfile.pid)
-        or _shared_memory_attached(pidfile)
-    ):
-        return
-    logger.info("removing the lock files of dead postmaster %d in %s", pidfile.pid, pgdata)
-    for lock in (pgdata / "postmaster.pid", *pgdata.glob(".s.PGSQL.*.lock")):
-        with contextlib.suppress(OSError):
-            if lock.read_text().split("\n", 1)[0].strip() == str(pidfile.pid):
-                lock.unlink()
-
-
 def _connectable_dsn(pgdata: Path) -> str | None:
     """The DSN of the server running in *pgdata* if it accepts connections, else None."""
-    pidfile = _read_pidfile(pgdata)
-    if pidfile is None or pidfile.port is None or not _is_postmaster(pidfile.pid):
+    pidfile = read_pidfile(pgdata)
+    if pidfile is None or pidfile.port is None or not is_postmaster(pidfile.pid):
         return None
     dsn = f"postgresql://{SUPERUSER}@{HOST}:{pidfile.port}/postgres"
     try:
         with psycopg.connect(dsn, connect_timeout=5, autocommit=True) as conn:
             # The port could have been taken over by another server after a crash: make sure
             # the backend we reached is a child of this postmaster.
-            backend = _process_stat(conn.info.backend_pid)
+            backend = process_stat(conn.info.backend_pid)
     except psycopg.Error:
         return None
     if backend is not None and backend[2] not in (0, pidfile.pid):
@@ -502,17 +418,17 @@ def _connectable_dsn(pgdata: Path) -> str | None:
 
 def _wait_for_live_postmaster(layout: _Layout) -> str | None:
     """Under the lock: the DSN if a server runs or is coming up; None if one must be started."""
-    pidfile = _read_pidfile(layout.pgdata)
+    pidfile = read_pidfile(layout.pgdata)
     if pidfile is None:
         return None
-    if not _is_postmaster(pidfile.pid):
+    if not is_postmaster(pidfile.pid):
         return None
     deadline = time.monotonic() + _READY_TIMEOUT
     while True:
         dsn = _connectable_dsn(layout.pgdata)
         if dsn is not None:
             return dsn
-        if not _is_postmaster(pidfile.pid):
+        if not is_postmaster(pidfile.pid):
             return None  # it died (or shut down) meanwhile: start a new one
         if time.monotonic() > deadline:
             raise EmbeddedPostgresError(
@@ -683,7 +599,7 @@ def _start(layout: _Layout, bindir: Path, run_as: _User | None) -> None:
     deadline = time.monotonic() + _RESTART_RETRY_WINDOW
     port_attempts = 0
     while True:
-        _clear_stale_lock_files(pgdata)
+        clear_stale_lock_files(pgdata)
         port = _stored_port(layout)
         socket_dir = pgdata if len(f"{pgdata}/.s.PGSQL.{port}") <= _MAX_SOCKET_PATH else ""
         # pg_ctl hands -o to a shell: quote the path.
