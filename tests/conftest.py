@@ -28,8 +28,8 @@ from psycopg.conninfo import conninfo_to_dict, make_conninfo
 
 from pgtasks.db import embedded
 
-#: The core-queue fixtures (``app``, ``worker``) for every test module.
-pytest_plugins = ["tests.core_fixtures"]
+#: Shared fixtures: the core app (``app``, ``worker``), the limits and workflow apps.
+pytest_plugins = ["tests.core_fixtures", "tests.feature_fixtures"]
 
 TEST_DSN_ENV = "PGTASKS_TEST_DSN"
 LOCAL_SERVER = "postgresql://postgres@127.0.0.1:5432/postgres"

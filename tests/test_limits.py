@@ -3,35 +3,14 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable
 from datetime import datetime
 
-import pytest
-
 from pgtasks import PgTasks
-from tests.apps import limits_app
 from tests.apps.limits_app import for_customer, hold, span
 from tests.support import WorkerProcess, rows, scalar, wait_until
 
 APP = "tests.apps.limits_app"
-
-
-@pytest.fixture
-def limits(dsn: str) -> Iterator[PgTasks]:
-    app = limits_app.app
-    app.conf.dsn = dsn
-    with app.store.pool().connection() as conn:
-        conn.execute(limits_app.SPANS_DDL)
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
 
 
 def max_overlap(intervals: Iterable[tuple[datetime, datetime]]) -> int:

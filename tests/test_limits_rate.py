@@ -2,34 +2,12 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from datetime import datetime, timedelta
 
-import pytest
-
 from pgtasks import PgTasks
-from tests.apps import limits_app
 from tests.apps.limits_app import paced_task, span
 from tests.support import WorkerProcess, rows, scalar, wait_until
 from tests.test_limits import spans_done, start_workers
-
-
-@pytest.fixture
-def limits(dsn: str) -> Iterator[PgTasks]:
-    app = limits_app.app
-    app.conf.dsn = dsn
-    with app.store.pool().connection() as conn:
-        conn.execute(limits_app.SPANS_DDL)
-    yield app
-    app.close()
-
-
-@pytest.fixture
-def workers() -> Iterator[list[WorkerProcess]]:
-    started: list[WorkerProcess] = []
-    yield started
-    for worker in started:
-        worker.stop()
 
 
 def busiest_second(times: list[datetime]) -> int:

@@ -2,22 +2,10 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-
 import psycopg
-import pytest
 
 from tests.apps import workflow_app
 from tests.support import scalar
-
-
-@pytest.fixture
-def wf(dsn: str) -> Iterator[str]:
-    workflow_app.app.conf.dsn = dsn
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(workflow_app.MARKS_DDL)
-    yield dsn
-    workflow_app.app.close()
 
 
 def test_finished_workflows_are_pruned_with_their_steps_after_result_expires(wf: str):

@@ -5,7 +5,6 @@ from __future__ import annotations
 import json
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 from click.testing import CliRunner
 
@@ -14,16 +13,6 @@ from pgtasks.errors import WorkflowCancelled, WorkflowError
 from tests.apps import workflow_app
 from tests.apps.workflow_app import app
 from tests.support import scalar, wait_until
-
-
-@pytest.fixture
-def wf(dsn: str) -> Iterator[str]:
-    app.conf.dsn = dsn
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(workflow_app.MARKS_DDL)
-    app.store.pool()
-    yield dsn
-    app.close()
 
 
 @pytest.fixture

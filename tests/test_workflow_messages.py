@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from collections.abc import Iterator
 
-import psycopg
 import pytest
 
 from pgtasks.errors import WorkflowError
@@ -15,16 +14,11 @@ from tests.support import scalar, wait_until
 
 
 @pytest.fixture
-def worker(dsn: str) -> Iterator[str]:
-    app.conf.dsn = dsn
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(workflow_app.MARKS_DDL)
-    app.store.pool()
+def worker(wf: str) -> Iterator[str]:
     running = app.launch(concurrency=2)
-    yield dsn
+    yield wf
     running.stop(graceful=False)
     running.wait(10)
-    app.close()
 
 
 def test_a_workflow_publishes_events_and_receives_each_message_once(worker: str) -> None:

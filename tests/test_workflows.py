@@ -6,7 +6,6 @@ import os
 import subprocess
 import sys
 import threading
-from collections.abc import Iterator
 
 import psycopg
 import pytest
@@ -22,15 +21,6 @@ from pgtasks.errors import (
 from tests.apps import workflow_app
 from tests.apps.workflow_app import app
 from tests.support import FAST_SETTINGS, REPO, WorkerProcess, rows, scalar, wait_until
-
-
-@pytest.fixture
-def wf(dsn: str) -> Iterator[str]:
-    app.conf.dsn = dsn
-    with psycopg.connect(dsn, autocommit=True) as conn:
-        conn.execute(workflow_app.MARKS_DDL)
-    yield dsn
-    app.close()
 
 
 def marks(dsn: str, label: str) -> int:
