@@ -113,35 +113,12 @@ WITH outcome AS (
                      CASE WHEN length(ids) < 7900 THEN ids ELSE '*' END)
     FROM (SELECT string_agg(task_id, ',') AS ids FROM saved) s
     WHERE ids IS NOT NULL
-), woken AS (
-    -- A workflow suspended until this job finished (a chain link it waits for) runs again now;
-    -- one still running (about to suspend) is flagged, so its suspension doesn't lose this.
-    -- (= ANY of an array keeps this an index probe per woken job, nothing when there is none.)
-    UPDATE pgtasks.jobs w
-    SET run_at = CASE WHEN w.state = 'queued' THEN now() ELSE w.run_at END,
-        wake_pending = (w.state = 'running')
-    WHERE w.task_id = ANY(ARRAY(SELECT wake FROM done WHERE wake IS NOT NULL))
-      AND ((w.state = 'queued' AND w.run_at > now()) OR w.state = 'running')
-    RETURNING w.queue, w.state
-), counted AS (
-    -- Chord members count down their chord; the row lock serializes concurrent completions.
-    UPDATE pgtasks.chords c SET remaining = c.remaining - d.n
-    FROM (SELECT chord_id, count(*) AS n FROM done WHERE chord_id IS NOT NULL
-          GROUP BY chord_id) d
-    WHERE c.chord_id = d.chord_id
-    RETURNING c.chord_id, c.remaining, c.queue, c.content_type, c.payload
-), fired AS (
-    -- The completion that brings a chord to zero enqueues its callback's firing job: once.
-    INSERT INTO pgtasks.jobs (task_id, task_name, queue, content_type, payload)
-    SELECT 'chord:' || chord_id, 'pgtasks.chord_fire', queue, content_type, payload
-    FROM counted WHERE remaining = 0
-    ON CONFLICT DO NOTHING
-    RETURNING queue
-), nudged AS (
-    SELECT pg_notify('pgtasks_jobs', queue)
-    FROM (SELECT queue FROM woken WHERE state = 'queued' UNION SELECT queue FROM fired) q
+), after AS (
+    SELECT pgtasks.jobs_left(ARRAY(SELECT wake FROM done WHERE wake IS NOT NULL),
+                             ARRAY(SELECT chord_id FROM done WHERE chord_id IS NOT NULL))
+           AS nudged
 )
-SELECT d.id, (SELECT count(*) FROM told) + (SELECT count(*) FROM nudged) AS told FROM done d;
+SELECT d.id, (SELECT count(*) FROM told) + (SELECT nudged FROM after) AS told FROM done d;
 
 -- name: retry
 -- Put one of this worker's jobs back in the queue to run again after a delay, counting a retry.
@@ -216,29 +193,10 @@ WITH gone AS (
     FROM gone
     ON CONFLICT (task_id) DO UPDATE SET state = 'REVOKED', date_done = now()
     RETURNING task_id
-), woken AS (
-    UPDATE pgtasks.jobs w
-    SET run_at = CASE WHEN w.state = 'queued' THEN now() ELSE w.run_at END,
-        wake_pending = (w.state = 'running')
-    WHERE w.task_id = ANY(ARRAY(SELECT wake FROM gone WHERE wake IS NOT NULL))
-      AND ((w.state = 'queued' AND w.run_at > now()) OR w.state = 'running')
-    RETURNING w.queue, w.state
-), counted AS (
-    UPDATE pgtasks.chords c SET remaining = c.remaining - 1
-    FROM gone g
-    WHERE c.chord_id = g.chord_id
-    RETURNING c.chord_id, c.remaining, c.queue, c.content_type, c.payload
-), fired AS (
-    INSERT INTO pgtasks.jobs (task_id, task_name, queue, content_type, payload)
-    SELECT 'chord:' || chord_id, 'pgtasks.chord_fire', queue, content_type, payload
-    FROM counted WHERE remaining = 0
-    ON CONFLICT DO NOTHING
-    RETURNING queue
-), nudged AS (
-    SELECT pg_notify('pgtasks_jobs', queue)
-    FROM (SELECT queue FROM woken WHERE state = 'queued' UNION SELECT queue FROM fired) q
 )
-SELECT task_id, pg_notify('pgtasks_results', task_id), (SELECT count(*) FROM nudged) AS nudged
+SELECT task_id, pg_notify('pgtasks_results', task_id),
+       pgtasks.jobs_left(ARRAY(SELECT wake FROM gone WHERE wake IS NOT NULL),
+                         ARRAY(SELECT chord_id FROM gone WHERE chord_id IS NOT NULL)) AS nudged
 FROM saved;
 
 -- name: waited_for
